@@ -1,0 +1,176 @@
+"""One small dataclass holds a whole sweep: data, model, families, training, evaluation.
+
+The same validation runs for the Python API, the CLI and the papermill ``parameters`` cell:
+every bad value fails before any training with a ``ValueError`` that names the parameter,
+the value it got and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+DATASETS = ("mnist", "fashion_mnist")
+FAMILIES = ("factorized", "amortized", "constant")
+LIKELIHOODS = ("gaussian", "bernoulli")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Named profiles. ``quick`` runs both datasets on a 2-core CPU in minutes; ``paper`` is the
+#: reference's scale (Margossian & Blei 2023, Bayesian VAE), meant for a GPU.
+PROFILES: dict[str, dict] = {
+    "quick": dict(n_obs=1000, n_test=1000, z_dim=16, like_dim=64, widths=(1, 16, 64, 256),
+                  seeds=(0, 1, 2), epochs=1500, sigma=0.3),
+    "paper": dict(n_obs=10000, n_test=1000, z_dim=64, like_dim=256, widths=(1, 64, 128, 256),
+                  seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=1.0),
+    # Tiny settings used by the notebook regression tests (nbval) and smoke tests.
+    "test": dict(n_obs=200, n_test=100, z_dim=4, like_dim=16, widths=(1, 32),
+                 seeds=(0, 1), epochs=60, eval_points=12, sigma=0.3),
+}
+
+
+def _fail(name, value, allowed):
+    raise ValueError(f"{name}={value!r} is invalid: expected {allowed}")
+
+
+def _int(name, value, lo=None, hi=None):
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        _fail(name, value, "an integer" + (f" >= {lo}" if lo is not None else ""))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        _fail(name, value, f"an integer {rng}")
+    return int(value)
+
+
+def _real(name, value, positive=True, nonneg=False):
+    if isinstance(value, bool) or not isinstance(value, Real) or value != value:
+        _fail(name, value, "a real number")
+    if positive and not value > 0:
+        _fail(name, value, "a number > 0")
+    if nonneg and value < 0:
+        _fail(name, value, "a number >= 0")
+    return float(value)
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        _fail(name, value, "one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def _int_tuple(name, values, lo, allow_empty=False):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        _fail(name, values, f"a list of integers >= {lo}")
+    out = tuple(values)
+    if not out and not allow_empty:
+        _fail(name, values, f"a non-empty list of integers >= {lo}")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < lo:
+            _fail(name, values, f"a list of integers >= {lo} (bad entry {v!r})")
+    if len(set(out)) != len(out):
+        _fail(name, values, "a list without repeated entries")
+    return tuple(int(v) for v in out)
+
+
+@dataclass
+class SweepConfig:
+    """Everything one sweep needs. Every model of a sweep sees the same data and the same
+    data order; models differ by family, encoder width and seed.
+
+    Model: z_n ~ N(0, I_d), theta ~ N(0, I), x_n | z_n, theta ~ N(f_theta(z_n), sigma^2 I)
+    (or Bernoulli(sigmoid f_theta(z_n)) on binarised pixels), f_theta an MLP
+    d -> like_dim -> like_dim -> 784 with LeakyReLU(0.2).
+    """
+
+    # data
+    dataset: str = "mnist"
+    n_obs: int = 1000             # first n_obs training images
+    n_test: int = 1000            # first n_test test images
+    data_root: str | None = None  # else $AMORTLIB_DATA, else a user cache folder
+    # model
+    z_dim: int = 64
+    like_dim: int = 256
+    likelihood: str = "gaussian"
+    sigma: float = 1.0            # Gaussian likelihood scale (pixels in [0, 1])
+    # variational families
+    families: tuple = FAMILIES
+    widths: tuple = (1, 16, 64, 256)   # encoder widths k of the amortized family
+    depth: int = 1                # hidden layers of the encoder
+    theta_log_std_init: float = -5.0   # initial log s of q(theta)
+    seeds: tuple = (0, 1, 2)
+    # training
+    epochs: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.0     # L2 penalty added by Adam: changes the objective; off by default
+    batch_size: int | None = None  # None: full batch
+    n_mc: int = 1                 # Monte Carlo samples S of the expected log-likelihood
+    data_seed: int = 0            # mini-batch order, shared by all models of the sweep
+    precision: str = "fp32"
+    device: str = "auto"
+    # evaluation
+    eval_points: int = 100        # about this many log-spaced epochs get metrics
+    tol: float = 0.07             # the reference's absolute train-MSE tolerance
+    fit_steps: int = 300          # F-VI test-time optimisation: max Adam steps of fit_local
+    fit_lr: float = 1e-2
+    progress: bool = True
+    profile: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        self.dataset = _choice("dataset", self.dataset, DATASETS)
+        self.n_obs = _int("n_obs", self.n_obs, 1)
+        self.n_test = _int("n_test", self.n_test, 1)
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            self.data_root = str(self.data_root)
+        self.z_dim = _int("z_dim", self.z_dim, 1)
+        self.like_dim = _int("like_dim", self.like_dim, 1)
+        self.likelihood = _choice("likelihood", self.likelihood, LIKELIHOODS)
+        self.sigma = _real("sigma", self.sigma)
+        if isinstance(self.families, str):
+            self.families = (self.families,)
+        fams = tuple(self.families)
+        if not fams:
+            _fail("families", self.families, "a non-empty list from " + ", ".join(FAMILIES))
+        for f in fams:
+            _choice("families", f, FAMILIES)
+        if len(set(fams)) != len(fams):
+            _fail("families", self.families, "a list without repeated entries")
+        self.families = tuple(f for f in FAMILIES if f in fams)
+        self.widths = _int_tuple("widths", self.widths, 1, allow_empty="amortized" not in fams)
+        self.depth = _int("depth", self.depth, 1)
+        self.theta_log_std_init = _real("theta_log_std_init", self.theta_log_std_init, positive=False)
+        self.seeds = _int_tuple("seeds", self.seeds, 0)
+        self.epochs = _int("epochs", self.epochs, 1)
+        self.lr = _real("lr", self.lr)
+        self.weight_decay = _real("weight_decay", self.weight_decay, positive=False, nonneg=True)
+        if self.batch_size is not None:
+            self.batch_size = _int("batch_size", self.batch_size, 1)
+            if self.batch_size > self.n_obs:
+                _fail("batch_size", self.batch_size, f"at most n_obs={self.n_obs} (or None)")
+        self.n_mc = _int("n_mc", self.n_mc, 1)
+        self.data_seed = _int("data_seed", self.data_seed, 0)
+        self.precision = _choice("precision", self.precision, PRECISIONS)
+        self.device = _choice("device", self.device, DEVICES)
+        self.eval_points = _int("eval_points", self.eval_points, 2)
+        self.tol = _real("tol", self.tol)
+        self.fit_steps = _int("fit_steps", self.fit_steps, 1)
+        self.fit_lr = _real("fit_lr", self.fit_lr)
+        if not isinstance(self.progress, bool):
+            _fail("progress", self.progress, "True or False")
+
+    @classmethod
+    def from_profile(cls, profile: str = "quick", **overrides) -> "SweepConfig":
+        """The named profile's settings, then ``overrides`` (unknown names are an error)."""
+        _choice("profile", profile, tuple(PROFILES))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: expected names from "
+                             + ", ".join(sorted(known)))
+        return cls(**{**PROFILES[profile], "profile": profile, **overrides})
+
+    def replace(self, **changes) -> "SweepConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
