@@ -1,0 +1,1 @@
+"""Interactive explorers (ipywidgets) used by the book's notebooks."""

@@ -1,0 +1,228 @@
+"""The book builds with warnings as errors, and its pages render offline in a real browser.
+
+The build (``python -m amortlib.book build`` into ``_build/html``) runs once per pytest session
+(the ``built_book`` fixture); jupyter-cache and Sphinx's own incremental build keep a rebuild
+of an unchanged book to seconds. The browser tests open pages in headless Chromium (Debian's
+``chromium`` package, driven by the ``playwright`` Python package; no browser download), over
+a localhost HTTP server, and fail on any request that leaves the machine.
+
+Pages with plotly figures are listed in ``FIGURE_PAGES``; add a chapter there when it has one.
+Screenshots go to ``test-output/`` (git-ignored).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "test-output"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+#: Built pages (relative to _build/html) that show plotly figures; "notebooks/05_results.html"
+#: joins when that chapter exists (pages not built yet are skipped, not failed).
+FIGURE_PAGES = [
+    "notebooks/01_vi_in_one_page.html",
+    "notebooks/05_results.html",
+]
+#: Widget modules bundled in @jupyter-widgets/html-manager's embed-amd.js. Any other module
+#: would be fetched from a CDN by the page, so saved widget state may use only these.
+BUILTIN_WIDGET_MODULES = {"@jupyter-widgets/base", "@jupyter-widgets/controls",
+                          "@jupyter-widgets/output"}
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+#: Console errors of the theme itself, harmless: sphinx-thebe's inline config is included twice
+#: by Jupyter Book 1 (`const THEBE_JS_URL` redeclared), and pydata-sphinx-theme complains about
+#: the empty stored theme mode of a fresh browser profile.
+BENIGN_ERRORS = (re.compile(r"Identifier 'THEBE_\w+' has already been declared"),
+                 re.compile(r"Got invalid theme mode"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The build, once per session
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def built_book():
+    """Build the book once per pytest session; every test here reuses that build."""
+    proc = subprocess.run([sys.executable, "-m", "amortlib.book", "build"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600)
+    log = proc.stdout + proc.stderr
+    return proc.returncode, log
+
+
+@pytest.mark.slow
+def test_book_builds_with_warnings_as_errors(built_book):
+    returncode, log = built_book
+    tail = "\n".join(log.splitlines()[-60:])
+    assert returncode == 0, f"the book build failed (warnings are errors):\n{tail}"
+    assert re.search(r"build finished with problems|WARNING:", log) is None, tail
+    assert (HTML / "index.html").is_file()
+    assert (HTML / "book" / "intro.html").is_file()
+
+
+def _toc_files(entries) -> list[str]:
+    files = []
+    for entry in entries or []:
+        if "file" in entry:
+            files.append(entry["file"])
+        for key in ("sections", "chapters", "parts"):
+            files += _toc_files(entry.get(key))
+    return files
+
+
+def test_toc_lists_every_notebook_and_only_existing_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + _toc_files(toc.get("chapters")) + _toc_files(toc.get("parts"))
+    for f in files:
+        assert any((ROOT / f).with_suffix(s).is_file() for s in (".md", ".ipynb")), \
+            f"_toc.yml lists {f}, which does not exist"
+    listed = {f for f in files if f.startswith("notebooks/")}
+    on_disk = {f"notebooks/{p.stem}" for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert on_disk <= listed, f"notebooks missing from _toc.yml: {sorted(on_disk - listed)}"
+
+
+def test_config_loads_assets_locally():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    urls = [cfg["mathjax_path"], *cfg["nb_ipywidgets_js"],
+            *[e if isinstance(e, str) else e[0] for e in cfg["html_js_files"]]]
+    assert not [u for u in urls if "://" in u or u.startswith("//")], urls
+
+
+# ---------------------------------------------------------------------------------------------
+# The browser
+# ---------------------------------------------------------------------------------------------
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(built_book):
+    if built_book[0] != 0:
+        pytest.fail("the book did not build; see test_book_builds_with_warnings_as_errors")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True,
+            args=[a for a in CHROMIUM_ARGS if a != "--headless"],  # playwright adds it
+            viewport={"width": 1280, "height": 900}, service_workers="block")
+        yield context
+        context.close()
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about", "chrome-error"):
+        return True
+    return parts.scheme in ("http", "https", "ws") and parts.hostname in LOCAL_HOSTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page_path", FIGURE_PAGES)
+def test_page_renders_offline(page_path, server, browser_context):
+    built = HTML / page_path
+    if not built.is_file():
+        pytest.skip(f"{page_path} is not part of the book yet")
+    html = built.read_text()
+
+    # Saved widget state may only use the widget modules bundled in the local embed-amd.js.
+    state = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>',
+                      html, re.S)
+    n_widget_views = html.count('type="application/vnd.jupyter.widget-view+json"')
+    if state:
+        modules = {m["model_module"] for m in json.loads(state.group(1))["state"].values()}
+        assert modules <= BUILTIN_WIDGET_MODULES, \
+            f"widgets from {modules - BUILTIN_WIDGET_MODULES} would load from a CDN"
+
+    requests, remote, failed, errors = [], [], [], []
+
+    def route(r):
+        url = r.request.url
+        if _is_local(url):
+            r.continue_()
+        else:
+            remote.append(url)
+            r.abort()
+
+    page = browser_context.new_page()
+    page.route("**/*", route)
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})")
+            if r.status >= 400 else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        # every plotly div on the page (in the text and in widget Outputs) draws its traces
+        page.wait_for_function(
+            """() => {
+                const divs = document.querySelectorAll('.plotly-graph-div');
+                return divs.length > 0 && [...divs].every(d =>
+                    d.classList.contains('js-plotly-plot') &&
+                    d.querySelectorAll('svg.main-svg .scatterlayer path, svg.main-svg .trace path').length > 0);
+            }""", timeout=30_000)
+        figures = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
+            ({id: d.id, paths: d.querySelectorAll('svg.main-svg path').length,
+              inWidget: !!d.closest('.widget-output, .jupyter-widgets')}))""")
+        if n_widget_views:
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jupyter-widgets.widget-container, "
+                ".widget-slider, .widget-button').length > 0", timeout=30_000)
+            widgets = page.evaluate("""() => ({
+                sliders: document.querySelectorAll('.widget-slider').length,
+                buttons: [...document.querySelectorAll('button.jupyter-button')].map(b => b.textContent.trim()),
+                outputsWithFigure: document.querySelectorAll('.widget-output .js-plotly-plot').length,
+            })""")
+        if html.count("mjx-container") or "math notranslate" in html:
+            page.wait_for_function("() => window.MathJax && MathJax.startup && "
+                                   "document.querySelectorAll('mjx-container').length > 0",
+                                   timeout=30_000)
+            page.evaluate("() => MathJax.startup.promise")
+        page.wait_for_load_state("networkidle")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        shot = SCREENSHOTS / (page_path.replace("/", "__").removesuffix(".html") + ".png")
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
+
+    assert not remote, f"requests that left the machine: {remote}"
+    assert not failed, f"failed local requests: {failed}"
+    errors = [e for e in errors if not any(p.search(e) for p in BENIGN_ERRORS)]
+    assert not errors, f"JavaScript errors: {errors}"
+    assert requests, "no requests recorded"
+    assert all(f["paths"] > 0 for f in figures), figures
+    if n_widget_views:
+        assert widgets["sliders"] >= 1 or widgets["buttons"], widgets
+        if page_path.endswith("01_vi_in_one_page.html"):
+            assert widgets["sliders"] == 2 and "optimise" in widgets["buttons"], widgets
+            assert widgets["outputsWithFigure"] == 1, widgets
+            assert any(f["inWidget"] for f in figures) and any(not f["inWidget"] for f in figures)
+    assert shot.stat().st_size > 10_000
