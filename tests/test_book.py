@@ -31,12 +31,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-#: Built pages (relative to _build/html) that show plotly figures; "notebooks/05_results.html"
-#: joins when that chapter exists (pages not built yet are skipped, not failed).
+#: Built pages (relative to _build/html) that must show plotly figures that draw; pages not
+#: built yet (chapters still to come) are skipped, not failed.
 FIGURE_PAGES = [
     "notebooks/01_vi_in_one_page.html",
     "notebooks/05_results.html",
 ]
+#: Further pages opened in the browser (no remote requests, no JavaScript errors, screenshot).
+OTHER_PAGES = ["book/intro.html"]
 #: Widget modules bundled in @jupyter-widgets/html-manager's embed-amd.js. Any other module
 #: would be fetched from a CDN by the page, so saved widget state may use only these.
 BUILTIN_WIDGET_MODULES = {"@jupyter-widgets/base", "@jupyter-widgets/controls",
@@ -144,13 +146,39 @@ def _is_local(url: str) -> bool:
     return parts.scheme in ("http", "https", "ws") and parts.hostname in LOCAL_HOSTS
 
 
+_REMOTE_ATTR = re.compile(r"""<(script|link|img|iframe|source|video|audio)\b[^>]*?\b(src|href)=["']"""
+                          r"""((?:https?:)?//[^"']+)""", re.I)
+_REMOTE_CSS = re.compile(r"""(?:@import\s+|url\(\s*)["']?((?:https?:)?//[^"')\s]+)""", re.I)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("page_path", FIGURE_PAGES)
+def test_no_page_references_remote_assets(built_book):
+    """Static check of every built page and stylesheet: no script, style, font or image from
+    the network (links to other sites, <a href>, are fine)."""
+    assert built_book[0] == 0, "the book did not build"
+    offenders = []
+    for path in sorted(HTML.rglob("*.html")):
+        text = path.read_text(errors="replace")
+        for tag, _attr, url in _REMOTE_ATTR.findall(text):
+            if tag.lower() == "link" and not re.search(
+                    rf"<link\b[^>]*rel=[\"']?(stylesheet|preload|modulepreload|icon)[^>]*{re.escape(url)}",
+                    text):
+                continue  # <link rel="canonical"/"alternate"> etc. load nothing
+            offenders.append(f"{path.relative_to(HTML)}: {url}")
+    for path in sorted(HTML.rglob("*.css")):
+        for url in _REMOTE_CSS.findall(path.read_text(errors="replace")):
+            offenders.append(f"{path.relative_to(HTML)}: {url}")
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page_path", FIGURE_PAGES + OTHER_PAGES)
 def test_page_renders_offline(page_path, server, browser_context):
     built = HTML / page_path
     if not built.is_file():
         pytest.skip(f"{page_path} is not part of the book yet")
     html = built.read_text()
+    expects_figure = page_path in FIGURE_PAGES or "plotly-graph-div" in html
 
     # Saved widget state may only use the widget modules bundled in the local embed-amd.js.
     state = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>',
@@ -182,16 +210,18 @@ def test_page_renders_offline(page_path, server, browser_context):
     try:
         page.goto(f"{server}/{page_path}", wait_until="load")
         # every plotly div on the page (in the text and in widget Outputs) draws its traces
-        page.wait_for_function(
-            """() => {
-                const divs = document.querySelectorAll('.plotly-graph-div');
-                return divs.length > 0 && [...divs].every(d =>
-                    d.classList.contains('js-plotly-plot') &&
-                    d.querySelectorAll('svg.main-svg .scatterlayer path, svg.main-svg .trace path').length > 0);
-            }""", timeout=30_000)
-        figures = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
-            ({id: d.id, paths: d.querySelectorAll('svg.main-svg path').length,
-              inWidget: !!d.closest('.widget-output, .jupyter-widgets')}))""")
+        figures = []
+        if expects_figure:
+            page.wait_for_function(
+                """() => {
+                    const divs = document.querySelectorAll('.plotly-graph-div');
+                    return divs.length > 0 && [...divs].every(d =>
+                        d.classList.contains('js-plotly-plot') &&
+                        d.querySelectorAll('svg.main-svg .scatterlayer path, svg.main-svg .trace path').length > 0);
+                }""", timeout=30_000)
+            figures = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
+                ({id: d.id, paths: d.querySelectorAll('svg.main-svg path').length,
+                  inWidget: !!d.closest('.widget-output, .jupyter-widgets')}))""")
         if n_widget_views:
             page.wait_for_function(
                 "() => document.querySelectorAll('.jupyter-widgets.widget-container, "
@@ -218,7 +248,8 @@ def test_page_renders_offline(page_path, server, browser_context):
     errors = [e for e in errors if not any(p.search(e) for p in BENIGN_ERRORS)]
     assert not errors, f"JavaScript errors: {errors}"
     assert requests, "no requests recorded"
-    assert all(f["paths"] > 0 for f in figures), figures
+    if expects_figure:
+        assert figures and all(f["paths"] > 0 for f in figures), figures
     if n_widget_views:
         assert widgets["sliders"] >= 1 or widgets["buttons"], widgets
         if page_path.endswith("01_vi_in_one_page.html"):
