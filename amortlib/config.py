@@ -25,7 +25,7 @@ PROFILES: dict[str, dict] = {
                   seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=1.0),
     # Tiny settings used by the notebook regression tests (nbval) and smoke tests.
     "test": dict(n_obs=200, n_test=100, z_dim=4, like_dim=16, widths=(1, 32),
-                 seeds=(0, 1), epochs=60, eval_points=12, sigma=0.3),
+                 seeds=(0, 1), epochs=60, eval_points=12, sigma=0.3, progress=False),
 }
 
 

@@ -45,7 +45,7 @@ def elbo_terms(x: torch.Tensor, q_z: DiagGaussian, decoder: BayesianDecoder, lik
     """
     q_theta = decoder.q if q_theta is None else q_theta
     M, S, B, d = eps_z.shape
-    theta = q_theta.rsample(eps_theta)                                     # [M, S, P]
+    theta = q_theta.rsample(eps_theta.transpose(0, 1)).transpose(0, 1)      # [M, S, P]
     z = q_z.rsample(eps_z.transpose(0, 1)).transpose(0, 1)                  # [M, S, B, d]
     f = decode(decoder.unflatten(theta.reshape(M * S, -1)), z.reshape(M * S, B, d))
     log_lik = likelihood.log_prob(x, f.float()).view(M, S, B)              # fp32 reduction
