@@ -203,20 +203,24 @@ def build(extra_args: list[str] | None = None, log=print) -> int:
 
 def _skip_plotly_json() -> None:
     """Make myst-nb render nothing (and warn nothing) for the plotly JSON of an output bundle;
-    the bundle's text/html is what the book shows."""
+    the bundle's text/html is what the book shows. (myst-nb renders every mime type of a bundle
+    before it picks one by priority, so ``nb_mime_priority_overrides`` cannot silence the
+    warning; a mime-render plugin could, but needs a package entry point.)"""
     from myst_nb.core.render import NbElementRenderer
 
-    original = NbElementRenderer.render_mime_type
-    if getattr(original, "_amortlib_skips_plotly", False):
-        return
+    for name in ("render_mime_type", "render_mime_type_inline"):
+        original = getattr(NbElementRenderer, name)
+        if getattr(original, "_amortlib_skips_plotly", False):
+            continue
 
-    def render_mime_type(self, data):
-        if data.mime_type == PLOTLY_MIME:
-            return []
-        return original(self, data)
+        def patched(self, data, _original=original):
+            if data.mime_type == PLOTLY_MIME:
+                return []
+            return _original(self, data)
 
-    render_mime_type._amortlib_skips_plotly = True
-    NbElementRenderer.render_mime_type = render_mime_type
+        patched._amortlib_skips_plotly = True
+        patched.__name__ = name
+        setattr(NbElementRenderer, name, patched)
 
 
 def _check_assets(app) -> None:

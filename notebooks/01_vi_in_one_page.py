@@ -145,11 +145,12 @@ print(vi1d.format_table([vi1d.summary(model, m, log_s, posterior) for m, log_s i
 fits_figure(model, fits, posterior)
 
 # %% [markdown]
-# The best of the three has the smallest KL, and it is still not zero: no Gaussian is the
-# posterior. Minimising $\mathrm{KL}(q \,\|\, p)$ penalises $q$ for putting mass where the
-# posterior has little, so a narrow Gaussian on one mode beats a wide one that covers both.
-# What remains, $\min_q \mathrm{KL}$, is the price of the family itself, the *approximation
-# gap*.
+# The rows follow the starts $m = -3, 0, 3$. The best of the three, the one with the highest
+# ELBO, has the smallest KL, and that KL is still not zero: no Gaussian is the posterior.
+# Minimising $\mathrm{KL}(q \,\|\, p)$ penalises $q$ for putting mass where the posterior
+# has little, so the best Gaussian settles on the heavier mode and ignores the other rather
+# than spread over both. What remains at the best $q$, $\min_q \mathrm{KL}$, is the price of
+# the family itself, the *approximation gap*.
 #
 # The rest of the book adds a second price. In a model with one latent $z_n$ per data point,
 # fitting a separate $q(z_n)$ for every $n$ gets expensive, and **amortized** inference trains
