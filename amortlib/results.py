@@ -178,9 +178,15 @@ def load_recon(folder: Path, unit: str) -> dict:
 
 # ---------------------------------------------------------------- finding results
 def results_root() -> Path:
-    """Folder holding results/<profile> folders: $AMORTLIB_RESULTS's parent logic aside, the
-    repository's ``results/`` when run from a checkout, else the current directory's."""
-    return Path(os.environ.get("AMORTLIB_RESULTS_ROOT", Path.cwd() / "results"))
+    """Folder holding the ``<profile>`` results folders: ``$AMORTLIB_RESULTS_ROOT``, else the
+    checkout's ``results/`` when amortlib runs from a source checkout (so notebooks executed in
+    ``notebooks/`` find it), else ``./results``."""
+    if os.environ.get("AMORTLIB_RESULTS_ROOT"):
+        return Path(os.environ["AMORTLIB_RESULTS_ROOT"])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists() and (checkout / "notebooks").is_dir():
+        return checkout / "results"
+    return Path.cwd() / "results"
 
 
 def newest_results(root: Path | None = None) -> Path:

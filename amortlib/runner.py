@@ -43,7 +43,8 @@ def plan(profile: str = "quick", datasets=None, variants=None, **overrides) -> l
 
 
 def default_out(profile: str) -> Path:
-    return Path(os.environ.get("AMORTLIB_RESULTS_ROOT", "results")) / profile
+    from .results import results_root
+    return results_root() / profile
 
 
 def lock(folder: Path) -> FileLock:
