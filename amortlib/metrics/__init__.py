@@ -86,3 +86,7 @@ def summary_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     order = {c: i for i, c in enumerate(config_order(runs))}
     out = out.sort_values(keys[:-1] + ["config"], key=lambda s: s.map(order) if s.name == "config" else s)
     return out.reset_index(drop=True).round(digits)
+
+
+from .claims import Claim, ClaimError, check_claims  # noqa: E402
+from .compare import convergence, match_summary, smallest_matching_width, study_table  # noqa: E402

@@ -1,0 +1,116 @@
+"""Interactive figures of sweep results (Plotly; they draw offline in the book).
+
+Every figure takes the tidy frames of ``amortlib.results.load_results``. Seeds are drawn as a
+band (min to max over seeds) around their mean; clicking a legend entry toggles a whole
+configuration; a dropdown switches between the likelihood settings of a dataset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..metrics import config_order
+
+#: One colour per configuration, stable across figures.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+LABELS = {"neg_elbo": "negative ELBO (nats / image)", "mse_train": "train MSE",
+          "mse_test": "test MSE", "epoch": "epoch (iterations)"}
+
+
+def colour_map(configs) -> dict:
+    return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(configs)}
+
+
+def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
+    s = g.groupby("epoch")[metric]
+    return pd.DataFrame({"mean": s.mean(), "lo": s.min(), "hi": s.max()}).reset_index()
+
+
+def _variant_label(unit_meta: dict) -> str:
+    c = unit_meta["config"]
+    return "Bernoulli" if c["likelihood"] == "bernoulli" else f"Gaussian σ={c['sigma']:g}"
+
+
+def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | None = None,
+           log_y: bool = True, title: str | None = None) -> go.Figure:
+    """``metric`` against epoch, log-log, one line + seed band per configuration, a dropdown
+    over the dataset's likelihood settings. ``baselines``: {unit: y} drawn as a dashed line
+    (e.g. the mean-image MSE)."""
+    m = res["metrics"]
+    m = m[(m["dataset"] == dataset) & ~m["diverged"]]
+    units = [u for u in res["meta"] if res["meta"][u]["config"]["dataset"] == dataset]
+    if m.empty or not units:
+        raise ValueError(f"dataset={dataset!r} has no results in {res['folder']}")
+    colours = colour_map(config_order(m))
+    fig, spans = go.Figure(), []
+    for k, unit in enumerate(units):
+        start = len(fig.data)
+        mu = m[m["unit"] == unit]
+        for cfg in config_order(mu):
+            b = _band(mu[mu["config"] == cfg], metric)
+            col, vis = colours[cfg], k == 0
+            fig.add_trace(go.Scatter(x=np.r_[b["epoch"], b["epoch"][::-1]], y=np.r_[b["hi"], b["lo"][::-1]],
+                                     fill="toself", fillcolor=col, opacity=0.2, line=dict(width=0),
+                                     hoverinfo="skip", legendgroup=cfg, showlegend=False, visible=vis))
+            fig.add_trace(go.Scatter(x=b["epoch"], y=b["mean"], mode="lines", name=cfg,
+                                     line=dict(color=col, width=2), legendgroup=cfg, visible=vis))
+        if baselines and unit in baselines:
+            fig.add_trace(go.Scatter(x=[mu["epoch"].min(), mu["epoch"].max()], y=[baselines[unit]] * 2,
+                                     mode="lines", name="mean image", visible=k == 0,
+                                     line=dict(color="black", dash="dash", width=1.5)))
+        spans.append((start, len(fig.data)))
+    buttons = []
+    for k, unit in enumerate(units):
+        vis = [False] * len(fig.data)
+        for i in range(*spans[k]):
+            vis[i] = True
+        buttons.append(dict(label=_variant_label(res["meta"][unit]), method="update", args=[{"visible": vis}]))
+    fig.update_layout(
+        title=title or f"{LABELS.get(metric, metric)}: {dataset}", template="plotly_white", height=430,
+        xaxis=dict(type="log", title=LABELS["epoch"]),
+        yaxis=dict(type="log" if log_y else "linear", title=LABELS.get(metric, metric)),
+        legend=dict(orientation="v", x=1.02, y=1), margin=dict(t=80, r=10),
+        updatemenus=[dict(buttons=buttons, direction="down", x=0, xanchor="left", y=1.16, yanchor="top")]
+        if len(units) > 1 else [])
+    return fig
+
+
+def tolerance_strip(runs: pd.DataFrame, column: str = "epochs_to_tol", title: str | None = None) -> go.Figure:
+    """Per configuration and dataset, every seed's value of ``column`` (a time-to-tolerance) as a
+    dot, with the mean as a bar; runs that never reached the tolerance are listed in the title."""
+    fig = go.Figure()
+    order = config_order(runs)
+    colours = colour_map(order)
+    for ds, g in runs.groupby("dataset", sort=True):
+        agg = g.groupby("config")[column].mean().reindex(order)
+        fig.add_trace(go.Bar(x=order, y=agg.values, name=f"{ds} (mean)", opacity=0.35,
+                             marker_color=[colours[c] for c in order], showlegend=False, offsetgroup=ds))
+        fig.add_trace(go.Scatter(x=g["config"], y=g[column], mode="markers", name=ds,
+                                 marker=dict(size=8, symbol="circle" if ds == "mnist" else "diamond",
+                                             color="black")))
+    never = int(runs[column].isna().sum())
+    fig.update_layout(template="plotly_white", height=380, barmode="group",
+                      title=(title or column.replace("_", " ")) + (f" ({never} runs never reached it)" if never else ""),
+                      yaxis_title=column.replace("_", " "))
+    return fig
+
+
+def reconstruction_grid(recon: dict, title: str = "") -> go.Figure:
+    """Originals (top row) and each configuration's reconstructions (one row each), laid out
+    with ``torchvision.utils.make_grid``."""
+    import torch
+    from torchvision.utils import make_grid
+
+    names = ["original"] + [k for k in recon if k != "original"]
+    imgs = torch.cat([torch.as_tensor(recon[k]).unsqueeze(1) for k in names]).float() / 255.0
+    n = recon["original"].shape[0]
+    grid = make_grid(imgs, nrow=n, padding=2, pad_value=1.0)[0].numpy()
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="gray_r", showscale=False, hoverinfo="skip"))
+    step = 28 + 2
+    fig.update_yaxes(autorange="reversed", tickvals=[2 + 14 + step * i for i in range(len(names))],
+                     ticktext=names, showgrid=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False)
+    fig.update_layout(title=title, template="plotly_white", height=60 + 34 * len(names),
+                      width=140 + 34 * n, margin=dict(l=110, r=10, t=40, b=10), yaxis_scaleanchor="x")
+    return fig
