@@ -107,3 +107,20 @@ def test_elbo_is_a_lower_bound_in_a_case_with_known_evidence():
         if scale == 0.0:
             assert elbo_z == pytest.approx(log_px.item(), abs=1e-4)
     assert kl_theta > 0
+
+
+def test_fused_gaussian_path_matches_autograd_reference():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(3, 7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 5, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(7, 9, generator=g, dtype=torch.float64)
+    lik = GaussianLikelihood(0.3)
+    fused = lik.log_prob_affine(x, h, w, b)
+    plain = lik.log_prob(x, torch.baddbmm(b.unsqueeze(1), h, w))
+    torch.testing.assert_close(fused, plain)
+    wts = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    gf = torch.autograd.grad((fused * wts).sum(), (h, w, b))
+    gp = torch.autograd.grad((plain * wts).sum(), (h, w, b))
+    for a, c in zip(gf, gp):
+        torch.testing.assert_close(a, c)

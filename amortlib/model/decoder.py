@@ -60,9 +60,14 @@ class BayesianDecoder(nn.Module):
         return [p.reshape(theta.shape[:-1] + s) for p, s in zip(parts, self.shapes)]
 
 
+def decode_hidden(layers: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden layer, z [M, B, d] -> h [M, B, like_dim]."""
+    w1, b1, w2, b2 = layers[:4]
+    h = F.leaky_relu(torch.baddbmm(b1.unsqueeze(1), z, w1), SLOPE)
+    return F.leaky_relu(torch.baddbmm(b2.unsqueeze(1), h, w2), SLOPE)
+
+
 def decode(layers: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     """f_theta(z) for stacked models: layers from ``unflatten`` ([M, ...]), z [M, B, d] -> [M, B, D]."""
-    w1, b1, w2, b2, w3, b3 = layers
-    h = F.leaky_relu(torch.baddbmm(b1.unsqueeze(1), z, w1), SLOPE)
-    h = F.leaky_relu(torch.baddbmm(b2.unsqueeze(1), h, w2), SLOPE)
-    return torch.baddbmm(b3.unsqueeze(1), h, w3)
+    w3, b3 = layers[4:]
+    return torch.baddbmm(b3.unsqueeze(1), decode_hidden(layers, z), w3)

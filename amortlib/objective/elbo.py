@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..model.decoder import BayesianDecoder, decode
+from ..model.decoder import BayesianDecoder, decode_hidden
 from ..model.gaussian import DiagGaussian
 
 
@@ -47,8 +47,9 @@ def elbo_terms(x: torch.Tensor, q_z: DiagGaussian, decoder: BayesianDecoder, lik
     M, S, B, d = eps_z.shape
     theta = q_theta.rsample(eps_theta.transpose(0, 1)).transpose(0, 1)      # [M, S, P]
     z = q_z.rsample(eps_z.transpose(0, 1)).transpose(0, 1)                  # [M, S, B, d]
-    f = decode(decoder.unflatten(theta.reshape(M * S, -1)), z.reshape(M * S, B, d))
-    log_lik = likelihood.log_prob(x, f.float()).view(M, S, B)              # fp32 reduction
+    layers = decoder.unflatten(theta.reshape(M * S, -1))
+    h = decode_hidden(layers, z.reshape(M * S, B, d))
+    log_lik = likelihood.log_prob_affine(x, h, *layers[4:]).view(M, S, B)  # fp32 reduction
     scale = 1.0 / B                        # (N/B) * sum_B / N
     exp_ll = log_lik.mean(1).sum(-1) * scale
     kl_z = q_z.kl_std_normal().sum(-1) * scale
