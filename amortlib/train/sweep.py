@@ -151,6 +151,11 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
 
     ``x_train`` / ``x_test`` default to the first n_obs / n_test images of the dataset.
     ``callback(epoch, model)`` (optional) runs after each epoch (used by tests).
+
+    Test MSE: A-VI and constant-VI map test images through their inference function; F-VI has
+    none, so its test q(z) is fitted with ``fit_local`` (decoder frozen), warm-started from the
+    previous checkpoint's fit: ``fit_steps // 20`` Adam steps per checkpoint, ``fit_steps`` at
+    the last epoch.
     """
     device = resolve_device(cfg.device)
     if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -175,7 +180,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     logged_dead = [False] * M
     checkpoints = set(eval_epochs(cfg.epochs, cfg.eval_points))
     fvi_test, rows = None, []
-    test_steps = max(1, cfg.fit_steps // 6)
+    test_steps = max(1, cfg.fit_steps // 20)   # warm-started F-VI test fit per checkpoint
     labels = [s.label for s in model.specs]
 
     from tqdm.auto import tqdm
