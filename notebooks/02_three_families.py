@@ -151,26 +151,21 @@ model, data = res["model"], res["data"]
 exact = model.exact_posterior(data)
 n = model.n_local(data)
 
-rows = []
-for fam in tf.FAMILIES:
-    r = res[fam]
-    rows.append({
-        "family": r.label,
-        "ELBO/N": r.elbo,
-        "gap to F-VI": res["factorized"].elbo - r.elbo,
-        "log p(x)/N - ELBO/N": res["log_evidence"] - r.elbo,
-        "max |E_q z_n - E[z_n|x]|": np.abs(r.mu - exact["mean_z"].numpy()).max(),
-        "E_q theta": r.glob[0],
-        "sd q(z_n)": np.exp(r.log_sigma).mean(),
-        "sd q(theta)": np.exp(r.glob[1]),
-    })
-rows.append({
-    "family": "exact: log p(x)/N", "ELBO/N": res["log_evidence"], "gap to F-VI": "-",
-    "log p(x)/N - ELBO/N": "0", "max |E_q z_n - E[z_n|x]|": "0",
-    "E_q theta": exact["mean_theta"], "sd q(z_n)": float(exact["var_z"][0]) ** 0.5,
-    "sd q(theta)": exact["var_theta"] ** 0.5,
-})
-print(tf.format_table(rows))
+fits = [res[fam] for fam in tf.FAMILIES]
+print("ELBOs, in nats per datapoint")
+print(tf.format_table(
+    [{"family": r.label, "ELBO/N": r.elbo, "gap to F-VI": res["factorized"].elbo - r.elbo,
+      "log p(x)/N - ELBO/N": res["log_evidence"] - r.elbo} for r in fits]
+    + [{"family": "exact", "ELBO/N": res["log_evidence"], "gap to F-VI": "-",
+        "log p(x)/N - ELBO/N": "0"}]))
+print()
+print("posterior moments (err = max over n of |E_q[z_n] - E[z_n | x]|; sd z_n averaged over n)")
+print(tf.format_table(
+    [{"family": r.label, "err": np.abs(r.mu - exact["mean_z"].numpy()).max(),
+      "E theta": r.glob[0], "sd z_n": np.exp(r.log_sigma).mean(), "sd theta": np.exp(r.glob[1])}
+     for r in fits]
+    + [{"family": "exact", "err": "0", "E theta": exact["mean_theta"],
+        "sd z_n": float(exact["var_z"].mean()) ** 0.5, "sd theta": exact["var_theta"] ** 0.5}]))
 
 # %% [markdown]
 # Reading the table (numbers to 3 significant figures; `<1e-06` marks differences at the level
@@ -179,14 +174,14 @@ print(tf.format_table(rows))
 # - **F-VI and affine A-VI reach the same optimum**: the same ELBO, an amortization gap of
 #   zero, and posterior means of every $z_n$ and of $\theta$ equal to the exact ones.
 # - **Their standard deviations are the mean-field ones**, below the exact marginal standard
-#   deviations (last row). Both fits are equally wrong about the variance — a property of the
+#   deviations (last row of the second table). Both fits are equally wrong about the variance — a property of the
 #   mean-field family, not of amortization. The distance to $\log p(x)$, the approximation gap,
 #   is exactly $\mathrm{KL}(q^* \,\|\, p(\cdot\mid x)) = \tfrac12 \log\!\big(v_\theta\,(1/10^2 + N/\sigma^2)\big)$
 #   in total, here a few thousandths of a nat per datapoint.
 # - **Constant-VI is strictly worse**, by more than a nat per datapoint: one mean for all $z_n$
 #   cannot follow the data. What it can get right, it does: setting the ELBO's derivatives to
 #   zero shows that its $q(\theta)$ mean is exactly $m_\theta$ and its shared $\mu$ is the
-#   average of the exact $\mathbb{E}[z_n \mid x]$ (the table's $\mathbb{E}_q\,\theta$ column),
+#   average of the exact $\mathbb{E}[z_n \mid x]$ (see the `E theta` column),
 #   and its variances are the mean-field ones. The whole loss is in the means of the $z_n$.
 
 # %%
@@ -204,12 +199,12 @@ means_figure(res)
 grid = torch.linspace(-15.0, 20.0, 351, dtype=torch.float64)[:, None]   # far beyond the data
 mu_grid, log_sd_grid = res["amortized"].encoder(grid)
 ideal = exact["ideal_slope"] * grid[:, 0] + exact["ideal_intercept"]
+print("affine encoder g on x in [-15, 20] vs the ideal inference function")
 print(tf.format_table([{
-    "x range": "[-15, 20]",
-    "fitted slope a": float((mu_grid[-1] - mu_grid[0]) / (grid[-1, 0] - grid[0, 0])),
-    "ideal slope tau/V": exact["ideal_slope"],
-    "max |g(x) - E[z|x]|": float((mu_grid - ideal).abs().max()),
-    "max |log sd - ideal|": float((log_sd_grid - exact["ideal_log_sigma"]).abs().max()),
+    "slope a": float((mu_grid[-1] - mu_grid[0]) / (grid[-1, 0] - grid[0, 0])),
+    "tau / V": exact["ideal_slope"],
+    "max mean error": float((mu_grid - ideal).abs().max()),
+    "max log-sd error": float((log_sd_grid - exact["ideal_log_sigma"]).abs().max()),
 }]))
 
 # %% [markdown]

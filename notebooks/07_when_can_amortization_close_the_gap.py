@@ -102,8 +102,8 @@ gap_figure(tf.as_compare(nn_sweep, None))   # F-VI, affine A-VI, constant-VI
 WIDTHS = [None, 1, 2, 4, 8, 16, 32, 64]
 nl = tf.width_sweep("nonlinear", WIDTHS, n=256, seed=SEED)
 nl_new = tf.heldout_gaps(nl["amortized"], seed=1000)        # the same encoders on new data
-print(f"F-VI ELBO/N = {tf.sig3(nl['factorized'].elbo)},  log p(x)/N = {tf.sig3(nl['log_evidence'])},"
-      f"  constant-VI gap = {tf.sig3(nl['gap_constant'])}")
+print(f"F-VI ELBO/N = {tf.sig3(nl['factorized'].elbo)},  log p(x)/N = {tf.sig3(nl['log_evidence'])}")
+print(f"constant-VI gap = {tf.sig3(nl['gap_constant'])}")
 print(tf.format_table([{"encoder": r.label, "gap (training data)": nl["gaps"][r.width],
                         "gap (new data)": nl_new[r.width]} for r in nl["amortized"]]))
 
@@ -113,8 +113,8 @@ inference_function_figure(nl, widths=(1, 4, 64))
 # %% [markdown]
 # The dots are the F-VI optimum, one $(\mu_n, \log\omega_n)$ per datapoint: they fall on a
 # curve, the ideal inference function, and the right panel shows how far from linear it is.
-# A width-1 encoder can only draw one tanh step; width 4 follows the mean but not the
-# log-scale's wiggles; width 64 follows both. The gap against width:
+# A width-1 encoder is in effect affine here (a nearly straight mean, a nearly flat
+# log-scale); width 4 follows the mean but not the log-scale's wiggles; width 64 follows both. The gap against width:
 
 # %%
 width_figure({"encoder sees x_n": nl}, heldout={"encoder sees x_n": nl_new},
@@ -136,10 +136,9 @@ width_figure({"encoder sees x_n": nl}, heldout={"encoder sees x_n": nl_new},
 #
 # $$
 # z_n \sim \mathcal{N}(0, 1), \qquad x_{n+1} \mid x_n, z_n \sim \mathcal{N}(\rho\, x_n + z_n,\; \sigma^2),
-# \qquad \rho = -0.9,\ \sigma = 0.5,
 # $$
 #
-# with $x_1$ drawn from the stationary law. The negative $\rho$ makes the series zig-zag like
+# with $\rho = -0.9$, $\sigma = 0.5$, $N = 256$ and $x_1$ drawn from the stationary law. The negative $\rho$ makes the series zig-zag like
 # the teeth of a saw. The posterior factorises exactly,
 #
 # $$
@@ -162,13 +161,15 @@ saw = saw_x["model"]
 floor = saw.x_only_limit(saw_x["data"])                      # = constant-VI's gap on this series
 floor_new = saw.x_only_limit(saw.simulate(256, 1000))       # the same for the new series
 print(f"F-VI ELBO/N = {tf.sig3(saw_x['factorized'].elbo)},  log p(x)/N = {tf.sig3(saw_x['log_evidence'])}")
-print(f"gap of the best q that ignores x_n (constant-VI): {tf.sig3(floor)} on the training series,"
-      f" {tf.sig3(floor_new)} on the new series; population value 1/(2 sigma^2) = {tf.sig3(0.5 / saw.sigma ** 2)}")
+print("gap of the best q that ignores x_n (constant-VI):")
+print(f"  {tf.sig3(floor)} on the training series, {tf.sig3(floor_new)} on the new series,"
+      f" {tf.sig3(0.5 / saw.sigma ** 2)} = 1/(2 sigma^2) in the population")
+print()
+print("amortization gaps; 'x_n': the encoder sees x_n, 'pair': it sees (x_n, x_n+1)")
 print(tf.format_table([
     {"encoder": r.label,
-     "sees x_n: gap (train)": saw_x["gaps"][r.width], "sees x_n: gap (new)": saw_x_new[r.width],
-     "sees (x_n, x_n+1): gap (train)": saw_xx["gaps"][r.width],
-     "sees (x_n, x_n+1): gap (new)": saw_xx_new[r.width]}
+     "x_n: train": saw_x["gaps"][r.width], "x_n: new": saw_x_new[r.width],
+     "pair: train": saw_xx["gaps"][r.width], "pair: new": saw_xx_new[r.width]}
     for r in saw_x["amortized"]]))
 
 # %%
@@ -185,7 +186,7 @@ width_figure({"encoder sees x_n": saw_x, "encoder sees (x_n, x_{n+1})": saw_xx},
 # datapoint, whatever its width. The wide ones dip somewhat below it on the training series —
 # with $N$ distinct values of $x_n$ a flexible enough function can memorise chance patterns —
 # but on a new series from the same model (dotted lines) every one of them does *worse* than
-# the best constant for that series (printed above the table): the dip was overfitting, not
+# the best constant for that series (printed above the table of gaps): the dip was overfitting, not
 # inference. Every encoder that sees the pair
 # $(x_n, x_{n+1})$, even the affine one and the width-1 MLP, closes the gap to optimisation
 # error and keeps it closed on new data. The size of the inference function was never the

@@ -29,6 +29,7 @@ COLORS = {"factorized": "#4c72b0", "amortized": "#dd8452", "constant": "#55a868"
           "exact": "#222222", "x": "#c44e52", "x,x_next": "#4c72b0"}
 MODEL_LABELS = {"normal_normal": "normal-normal", "nonlinear": "nonlinear", "saw": "saw series"}
 INPUT_LABELS = {"x": "x_n", "x,x_next": "(x_n, x_{n+1})"}
+BUTTON_LABELS = {"x": "x_n", "x,x_next": "(x_n, x_n+1)"}
 WIDTHS = (None, 1, 2, 4, 8, 16, 32, 64)
 GAP_FLOOR = 1e-6
 
@@ -59,7 +60,7 @@ def gap_figure(res: dict, title: str | None = None) -> go.Figure:
     and the two gaps as bars (log scale; gaps below 1e-6 are drawn at 1e-6)."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.12,
                         subplot_titles=("ELBO per datapoint during optimisation",
-                                        "gap to F-VI (nats per datapoint)"))
+                                        "gap to F-VI"))
     finals = []
     for fam in tf.FAMILIES:
         r = res[fam]
@@ -90,7 +91,7 @@ def gap_figure(res: dict, title: str | None = None) -> go.Figure:
         x=[res[f].label for f in gaps], y=_r([max(g, GAP_FLOOR) for g in gaps.values()]),
         marker_color=[COLORS[f] for f in gaps], text=[tf.sig3(g) for g in gaps.values()],
         textposition="outside", showlegend=False, cliponaxis=False), row=1, col=2)
-    fig.update_yaxes(type="log", range=[-6.5, 2.5], title_text="gap", row=1, col=2)
+    fig.update_yaxes(type="log", range=[-6.5, 2.5], title_text="nats per datapoint", row=1, col=2)
     if title is None:
         a = res["amortized"]
         title = (f"{MODEL_LABELS[a.model]} model, n = {a.n}, seed = {a.seed}: "
@@ -102,7 +103,8 @@ def gap_figure(res: dict, title: str | None = None) -> go.Figure:
 def means_figure(res: dict, x_grid: np.ndarray | None = None) -> go.Figure:
     """Normal-normal model: posterior means E[z_n] against x_n for F-VI (one free value per n),
     the affine A-VI encoder (a function of x, drawn beyond the data), constant-VI and the exact
-    posterior mean function; right panel: the standard deviations."""
+    posterior mean function; right panel: the standard deviations of z_n (averaged over n) and
+    theta, exact and under each q (mean-field: below the exact ones)."""
     model, data = res["model"], res["data"]
     x = data["x"].numpy()
     exact = model.exact_posterior(data)
@@ -112,10 +114,9 @@ def means_figure(res: dict, x_grid: np.ndarray | None = None) -> go.Figure:
     grid = torch.as_tensor(x_grid, dtype=tf.DTYPE)
     mu_a, ls_a = res["amortized"].encoder(grid[:, None])
     ideal = exact["ideal_slope"] * x_grid + exact["ideal_intercept"]
-    order = np.argsort(x)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
                         subplot_titles=("mean of q(z_n) against x_n",
-                                        "standard deviation of q(z_n)"))
+                                        "posterior standard deviations"))
     fig.add_trace(go.Scatter(x=_r(x_grid), y=_r(ideal), mode="lines",
                              name="exact E[z_n | x] (ideal inference function)",
                              line=dict(color=COLORS["exact"], width=6), opacity=0.25),
@@ -133,16 +134,19 @@ def means_figure(res: dict, x_grid: np.ndarray | None = None) -> go.Figure:
                   row=1, col=1)
     fig.update_xaxes(title_text="x_n", row=1, col=1)
     fig.update_yaxes(title_text="E_q[z_n]", row=1, col=1)
-    sds = [("exact marginal sd", np.sqrt(exact["var_z"].numpy()), COLORS["exact"], "dash"),
-           ("F-VI", np.exp(res["factorized"].log_sigma), COLORS["factorized"], None),
-           (res["amortized"].label, np.exp(res["amortized"].log_sigma), COLORS["amortized"], "dot"),
-           ("constant-VI", np.exp(res["constant"].log_sigma), COLORS["constant"], "dashdot")]
-    for name, sd, color, dash in sds:
-        fig.add_trace(go.Scatter(x=_r(x[order]), y=_r(sd[order]), mode="lines", name=name,
-                                 line=dict(color=color, dash=dash, width=2), showlegend=False,
-                                 hovertemplate=f"{name}: %{{y:.4f}}<extra></extra>"), row=1, col=2)
-    fig.update_xaxes(title_text="x_n", row=1, col=2)
-    fig.update_yaxes(title_text="sd", row=1, col=2)
+    bars = [("exact posterior", float(exact["var_z"].mean()) ** 0.5, exact["var_theta"] ** 0.5,
+             COLORS["exact"])]
+    for fam in tf.FAMILIES:
+        r = res[fam]
+        bars.append((r.label, float(np.exp(r.log_sigma).mean()), float(np.exp(r.glob[1])),
+                     COLORS[fam]))
+    for name, sd_z, sd_theta, color in bars:
+        fig.add_trace(go.Bar(x=["z_n", "theta"], y=_r([sd_z, sd_theta]), name=name,
+                             marker_color=color, showlegend=False,
+                             hovertemplate=f"{name}: %{{y:.4f}}<extra></extra>"), row=1, col=2)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="exact (black), F-VI, A-VI, constant-VI", row=1, col=2)
+    fig.update_yaxes(title_text="posterior sd", range=[0, 0.75], row=1, col=2)
     return _layout(fig, "Normal-normal model: three variational families and the exact posterior",
                    height=470)
 
@@ -203,8 +207,8 @@ def inference_function_figure(sweep: dict, widths=(1, 4, 64)) -> go.Figure:
                                      name=r.label, line=dict(color=color, width=2),
                                      showlegend=col == 1), row=1, col=col)
     fig.update_xaxes(title_text="x_n")
-    return _layout(fig, "The ideal inference function is nonlinear: F-VI's optimum against x_n, "
-                        "and A-VI encoders of growing width", height=430)
+    return _layout(fig, "F-VI's optimum (the ideal inference function) and A-VI encoders",
+                   height=430)
 
 
 def saw_figure(data: dict, model, n_show: int = 60) -> go.Figure:
@@ -238,8 +242,9 @@ class GapExplorer(widgets.VBox):
             value=0 if width is None else int(width), description="A-VI width k",
             style=style, layout=widgets.Layout(width="170px"))
         self.inputs_w = widgets.ToggleButtons(
-            options=[(f"sees {INPUT_LABELS[i]}", i) for i in tf.INPUTS], value=inputs,
-            description="encoder input", style=style)
+            options=[(BUTTON_LABELS[i], i) for i in tf.INPUTS], value=inputs,
+            description="A-VI encoder sees", style={"description_width": "initial",
+                                                      "button_width": "110px"})
         n0 = tf.DEFAULTS[model]["n"] if n is None else int(n)
         self.n_w = widgets.Dropdown(options=sorted({64, 100, 128, 256, 512, n0}), value=n0,
                                     description="n", style=style,
