@@ -10,7 +10,8 @@ What is checked, with the tolerance stated where a number is compared:
 - every ELBO (every Adam step, every family) stays below log p(x) (exact, or quadrature);
 - nonlinear model: the amortization gap at width 64 is below a tenth of the gap at width 1;
 - saw series: x_n-only encoders keep a gap above 1 nat/datapoint at every width (and above 70%
-  of the best x_n-independent q's gap), (x_n, x_{n+1}) encoders get below 0.01 at every width.
+  of the best x_n-independent q's gap), (x_n, x_{n+1}) encoders get below 0.01 at every width;
+- the gap explorer widget re-fits and redraws when its controls change.
 """
 from __future__ import annotations
 
@@ -218,3 +219,19 @@ def test_bad_arguments_fail_clearly():
         tf.fit("saw", "amortized", inputs="x_prev")
     with pytest.raises(ValueError, match="global"):
         tf.heldout_gaps([tf.fit("normal_normal", "amortized", n=20, steps=5, polish=0)])
+
+
+def test_gap_explorer_redraws_on_every_control():
+    from amortlib.widgets.gap_explorer import GapExplorer
+
+    w = GapExplorer(model="normal_normal", width=None, n=64, steps=30)
+    assert abs(w.result["gap_amortized"]) < 1e-6          # affine A-VI, polished: no gap
+    first = w.plot.outputs[0]["data"]
+    assert "application/vnd.plotly.v1+json" in first and "text/html" in first
+    w.model_w.value = "saw"                                   # x_n-only encoder on the saw
+    assert w.result["model"].name == "saw" and w.result["gap_amortized"] > 0.5
+    w.inputs_w.value = "x,x_next"
+    assert w.result["amortized"].inputs == "x,x_next" and w.result["gap_amortized"] < 0.01
+    w.seed_w.value = 3
+    assert w.result["amortized"].seed == 3
+    assert "amortization gap" in w.status.value
