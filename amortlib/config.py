@@ -7,6 +7,8 @@ the value it got and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -43,8 +45,8 @@ def _int(name, value, lo=None, hi=None):
 
 
 def _real(name, value, positive=True, nonneg=False):
-    if isinstance(value, bool) or not isinstance(value, Real) or value != value:
-        _fail(name, value, "a real number")
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        _fail(name, value, "a finite real number")
     if positive and not value > 0:
         _fail(name, value, "a number > 0")
     if nonneg and value < 0:
@@ -119,8 +121,11 @@ class SweepConfig:
         self.dataset = _choice("dataset", self.dataset, DATASETS)
         self.n_obs = _int("n_obs", self.n_obs, 1)
         self.n_test = _int("n_test", self.n_test, 1)
-        if self.data_root is not None and not isinstance(self.data_root, str):
-            self.data_root = str(self.data_root)
+        if self.data_root is not None:
+            if not isinstance(self.data_root, (str, os.PathLike)) or not str(self.data_root):
+                _fail("data_root", self.data_root, "a folder path or None")
+            self.data_root = os.fspath(self.data_root)
+        self._check_split_sizes()
         self.z_dim = _int("z_dim", self.z_dim, 1)
         self.like_dim = _int("like_dim", self.like_dim, 1)
         self.likelihood = _choice("likelihood", self.likelihood, LIKELIHOODS)
@@ -156,6 +161,19 @@ class SweepConfig:
         self.fit_lr = _real("fit_lr", self.fit_lr)
         if not isinstance(self.progress, bool):
             _fail("progress", self.progress, "True or False")
+
+    def _check_split_sizes(self):
+        """n_obs / n_test beyond the images on disk fail here, before any training. Reads only
+        the IDX headers; a folder without the files is left to the data loader (which may
+        download them, or says what is missing)."""
+        from .datacheck import split_count
+
+        for name, split, what in [("n_obs", "train", "training"), ("n_test", "test", "test")]:
+            value = getattr(self, name)
+            have, where = split_count(self.dataset, split, self.data_root)
+            if have is not None and value > have:
+                _fail(name, value, f"an integer between 1 and {have}: the {self.dataset} {what} "
+                                   f"split in {where} holds {have} images")
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides) -> "SweepConfig":
