@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .experiment import unit_name  # noqa: F401  (part of this module's API)
 from .metrics import METRIC_COLUMNS, RUN_KEYS
 
 SCHEMA_VERSION = 1
@@ -67,11 +68,6 @@ def atomic_write_json(obj, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- units
-def unit_name(dataset: str, likelihood: str, sigma: float) -> str:
-    """File stem of one sweep unit, e.g. ``mnist-gaussian-s0.3`` or ``fashion_mnist-bernoulli``."""
-    return f"{dataset}-{likelihood}" + (f"-s{sigma:g}" if likelihood == "gaussian" else "")
-
-
 def save_unit(result, folder: Path, unit: str | None = None, recon: dict | None = None) -> Path:
     """Write one finished sweep (``SweepResult``) into ``folder/units``; the JSON goes last."""
     cfg = result.cfg
@@ -89,6 +85,19 @@ def save_unit(result, folder: Path, unit: str | None = None, recon: dict | None 
     return units / f"{unit}.json"
 
 
+def clean_partial_writes(folder: Path) -> list[Path]:
+    """Remove the temporary files of writes that a killed process left half done."""
+    gone = []
+    for tmp in (Path(folder) / "units").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
+#: Settings that do not change the numbers: a finished unit made with other values is reused.
+_NOT_RESULTS = {"progress", "data_root", "device", "profile"}
+
+
 def unit_done(folder: Path, unit: str, config: dict | None = None) -> bool:
     """True when the unit's marker JSON exists and its data files are readable and valid.
     With ``config``, a finished unit made with other settings is an error, not a skip."""
@@ -97,16 +106,14 @@ def unit_done(folder: Path, unit: str, config: dict | None = None) -> bool:
         return False
     meta = read_unit_meta(meta_path)
     if config is not None:
-        ignore = {"progress", "data_root", "device"}
-        mine = {k: v for k, v in config.items() if k not in ignore}
-        theirs = {k: v for k, v in meta["config"].items() if k not in ignore}
+        mine = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+        theirs = {k: v for k, v in meta["config"].items() if k not in _NOT_RESULTS}
         diff = sorted(k for k in mine if mine[k] != theirs.get(k))
         if diff:
             raise ResultsError(
                 f"{meta_path} was produced with other settings ({', '.join(f'{k}: {theirs.get(k)!r} there, {mine[k]!r} now' for k in diff)}); "
                 f"write to another results folder (--out) or delete that unit")
-    _read_parquet(meta_path.with_name(f"{unit}.metrics.parquet"), METRIC_COLUMNS)
-    _read_parquet(meta_path.with_name(f"{unit}.runs.parquet"), RUN_COLUMNS)
+    read_unit(meta_path.parent.parent, unit)
     return True
 
 
@@ -115,9 +122,35 @@ def read_unit_meta(path: Path) -> dict:
         meta = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise ResultsError(f"corrupt results file {path}: {err}") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_VERSION or "config" not in meta:
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_VERSION or not isinstance(meta.get("config"), dict):
         raise ResultsError(f"corrupt results file {path}: not a schema-{SCHEMA_VERSION} unit record")
+    unit = Path(path).name[: -len(".json")]
+    if meta.get("unit") != unit:
+        raise ResultsError(f"corrupt results file {path}: it records unit {meta.get('unit')!r}, its name says {unit!r}")
+    if not isinstance(meta.get("info", {}), dict):
+        raise ResultsError(f"corrupt results file {path}: its 'info' is not a record")
+    meta.setdefault("info", {})
     return meta
+
+
+#: Column kinds checked on read: b bool, i integer, f float (or integer), O text.
+_KINDS = {"dataset": "O", "likelihood": "O", "sigma": "f", "family": "O", "width": "i", "seed": "i",
+          "config": "O", "epoch": "i", "final_epoch": "i", "neg_elbo": "f", "mse_train": "f",
+          "mse_test": "f", "wall_s": "f", "sweep_wall_s": "f", "diverged": "b",
+          "epochs_to_tol": "f", "seconds_to_tol": "f", "active_units": "i", "kl_z": "f"}
+_NULLABLE = {"width", "neg_elbo", "mse_train", "mse_test", "wall_s", "sweep_wall_s", "epochs_to_tol",
+             "seconds_to_tol", "kl_z"}
+
+
+def _kind_ok(series: pd.Series, kind: str) -> bool:
+    from pandas.api import types as t
+    if kind == "b":
+        return t.is_bool_dtype(series)
+    if kind == "i":
+        return t.is_integer_dtype(series) or (series.isna().all() and len(series) > 0)
+    if kind == "f":
+        return t.is_numeric_dtype(series) and not t.is_bool_dtype(series)
+    return t.is_object_dtype(series) or t.is_string_dtype(series)
 
 
 def _read_parquet(path: Path, columns, keys=None) -> pd.DataFrame:
@@ -130,39 +163,79 @@ def _read_parquet(path: Path, columns, keys=None) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ResultsError(f"corrupt results file {path}: missing columns {', '.join(missing)}")
+    if df.empty:
+        raise ResultsError(f"corrupt results file {path}: no rows")
+    bad = [f"{c} ({df[c].dtype})" for c in columns if c in _KINDS and not _kind_ok(df[c], _KINDS[c])]
+    if bad:
+        raise ResultsError(f"corrupt results file {path}: wrong column types: {', '.join(bad)}")
+    nulls = [c for c in columns if c not in _NULLABLE and df[c].isna().any()]
+    if nulls:
+        raise ResultsError(f"corrupt results file {path}: missing values in {', '.join(nulls)}")
+    if keys:
+        dup = df.duplicated(keys)
+        if dup.any():
+            raise ResultsError(f"corrupt results file {path}: {int(dup.sum())} duplicate rows for key "
+                               f"({', '.join(keys)})")
     return df
 
 
-def load_results(folder: Path) -> dict:
+def read_unit(folder: Path, unit: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """One finished unit, validated: (meta, metrics, runs). ``ResultsError`` names the bad file."""
+    units = Path(folder) / "units"
+    meta = read_unit_meta(units / f"{unit}.json")
+    met_path, run_path = units / f"{unit}.metrics.parquet", units / f"{unit}.runs.parquet"
+    met = _read_parquet(met_path, METRIC_COLUMNS, RUN_KEYS + ["epoch"])
+    run = _read_parquet(run_path, RUN_COLUMNS, RUN_KEYS)
+    cfg = meta["config"]
+    for path, df in [(met_path, met), (run_path, run)]:
+        for col in ["dataset", "likelihood"]:
+            other = sorted(set(df[col]) - {cfg.get(col)})
+            if other:
+                raise ResultsError(f"corrupt results file {path}: rows for {col} {', '.join(map(repr, other))} "
+                                   f"in a unit recorded as {cfg.get(col)!r}")
+    key = lambda df: set(map(tuple, df[["config", "seed"]].astype(str).values.tolist()))
+    if key(met) != key(run):
+        raise ResultsError(f"inconsistent results files {met_path} and {run_path}: they hold different models")
+    return meta, met, run
+
+
+def load_results(folder: Path, errors: str = "raise") -> dict:
     """All finished units of a results folder, validated:
-    ``{"metrics": DataFrame, "runs": DataFrame, "meta": {unit: dict}, "folder": Path}``.
-    Raises ``ResultsError`` naming the first corrupt file or duplicate key."""
+    ``{"metrics": DataFrame, "runs": DataFrame, "meta": {unit: dict}, "folder": Path,
+    "problems": [str]}``.
+
+    ``errors="raise"`` (default): ``ResultsError`` naming the first corrupt file or duplicate
+    key. ``errors="skip"``: bad units are left out and described in ``problems``."""
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors={errors!r} is invalid: expected 'raise' or 'skip'")
     folder = Path(folder)
     metas = sorted((folder / "units").glob("*.json"))
     if not metas:
         raise ResultsError(f"no finished results in {folder} (expected {folder}/units/*.json); "
                            f"run `amortlib sweep` first")
-    metrics, runs, meta = [], [], {}
+    metrics, runs, meta, problems = [], [], {}, []
     for mp in metas:
-        m = read_unit_meta(mp)
         unit = mp.name[: -len(".json")]
+        try:
+            m, met, run = read_unit(folder, unit)
+        except ResultsError as err:
+            if errors == "raise":
+                raise
+            problems.append(str(err))
+            continue
         meta[unit] = m
-        met = _read_parquet(mp.with_name(f"{unit}.metrics.parquet"), METRIC_COLUMNS)
-        run = _read_parquet(mp.with_name(f"{unit}.runs.parquet"), RUN_COLUMNS)
-        for df, keys, p in [(met, RUN_KEYS + ["epoch"], f"{unit}.metrics.parquet"),
-                            (run, RUN_KEYS, f"{unit}.runs.parquet")]:
-            dup = df.duplicated(keys)
-            if dup.any():
-                raise ResultsError(f"corrupt results file {mp.parent / p}: {int(dup.sum())} duplicate rows "
-                                   f"for key ({', '.join(keys)})")
         metrics.append(met.assign(unit=unit))
         runs.append(run.assign(unit=unit))
+    if not meta:
+        raise ResultsError(f"no readable results in {folder}: " + "; ".join(problems))
     metrics, runs = pd.concat(metrics, ignore_index=True), pd.concat(runs, ignore_index=True)
     for df, keys, what in [(metrics, RUN_KEYS + ["epoch"], "metrics"), (runs, RUN_KEYS, "runs")]:
-        dup = df.duplicated(keys)
+        dup = df.duplicated(keys, keep=False)
         if dup.any():
-            raise ResultsError(f"inconsistent results in {folder}: units overlap on {int(dup.sum())} {what} rows")
-    return dict(metrics=metrics, runs=runs, meta=meta, folder=folder)
+            units = ", ".join(sorted(df.loc[dup, "unit"].unique()))
+            raise ResultsError(f"inconsistent results in {folder}: units {units} overlap on "
+                               f"{int(df.duplicated(keys).sum())} {what} rows")
+    return dict(metrics=metrics, runs=runs, meta=meta, folder=folder, problems=problems)
 
 
 def load_recon(folder: Path, unit: str) -> dict:

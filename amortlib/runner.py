@@ -1,16 +1,35 @@
 """Run a profile's sweep: one papermill execution of the experiment notebook per unit
-(dataset x likelihood setting), each kept as provenance, resumable, one writer at a time."""
+(dataset x likelihood setting), each kept as provenance, resumable, one writer at a time.
+
+Crash safety: a unit's files are written atomically and its JSON marker last (see
+``amortlib.results``), so a sweep killed at any moment loses at most the unit in progress; a
+rerun skips the finished units. The results folder is guarded by an OS-level lock (flock) that
+the kernel releases when its holder dies, so a lock left by a killed sweep is stale and taken
+over. The notebook's kernel is a child process that watches its parent (ipykernel's parent
+poller) and exits within about a second when the sweep dies, even by SIGKILL.
+
+Progress: the kernel's training loop reports its epoch to a small file (``runs/.<unit>.progress.json``,
+see ``amortlib.experiment.route_progress_to_file``) that the runner shows on the terminal with the
+overall progress (units done, ETA); nothing of it enters the executed notebooks.
+"""
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import os
+import signal
+import socket
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .config import DATASETS, PROFILES, SweepConfig
-from .results import ResultsError, unit_done, unit_name
+from .config import DATASETS, LIKELIHOODS, PROFILES, SweepConfig
+from .experiment import PROGRESS_ENV, read_progress, unit_name
 
 #: Likelihood settings each profile sweeps: the first is the book's headline setting, the rest
 #: form the likelihood-scale study (does the latent get used at all?).
@@ -20,25 +39,43 @@ VARIANTS = {
     "test": [("gaussian", 0.3)],
 }
 EXPERIMENT = Path(__file__).resolve().parent.parent / "notebooks" / "04_experiment.ipynb"
+#: Its Jupytext twin, the tracked source: executed when present, so a sweep never runs a stale
+#: or missing .ipynb.
+EXPERIMENT_PY = EXPERIMENT.with_suffix(".py")
 
 
 class SweepLocked(RuntimeError):
     """Another sweep is writing into the same results folder."""
 
 
+class UnitFailed(RuntimeError):
+    """The experiment notebook of one unit raised; the message names the unit, the error and
+    the executed notebook kept for inspection."""
+
+
 def plan(profile: str = "quick", datasets=None, variants=None, **overrides) -> list[tuple[str, SweepConfig]]:
-    """The units of a sweep, validated before anything runs: [(unit name, config)]."""
+    """The units of a sweep, validated before anything runs: [(unit name, config)].
+    ``variants``: [(likelihood, sigma)], default the profile's."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is invalid: expected one of {', '.join(PROFILES)}")
     datasets = list(DATASETS) if datasets is None else ([datasets] if isinstance(datasets, str) else list(datasets))
     if not datasets:
         raise ValueError("datasets=[] is invalid: expected one or more of " + ", ".join(DATASETS))
-    variants = VARIANTS[profile] if variants is None else list(variants)
+    if len(set(map(str, datasets))) != len(datasets):
+        raise ValueError(f"datasets={datasets!r} is invalid: expected a list without repeated entries")
+    variants = VARIANTS.get(profile, VARIANTS["test"]) if variants is None else list(variants)
+    for v in variants:
+        if not (isinstance(v, (tuple, list)) and len(v) == 2):
+            raise ValueError(f"variants={variants!r} is invalid: expected (likelihood, sigma) pairs, "
+                             f"likelihood one of {', '.join(LIKELIHOODS)}")
     units = []
     for ds in datasets:
         for lik, sigma in variants:
             cfg = SweepConfig.from_profile(profile, dataset=ds, likelihood=lik, sigma=sigma, **overrides)
             units.append((unit_name(cfg.dataset, cfg.likelihood, cfg.sigma), cfg))
+    names = [u for u, _ in units]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variants={variants!r} is invalid: they repeat a unit ({', '.join(names)})")
     return units
 
 
@@ -55,49 +92,320 @@ def lock(folder: Path) -> FileLock:
     return FileLock(str(folder / ".sweep.lock"), timeout=0)
 
 
-def run(units, out: Path, progress: bool = True, log=print) -> list[str]:
-    """Execute every unit not already finished in ``out``; returns the units run now."""
-    import papermill as pm
-    from tqdm.auto import tqdm
+def n_models(cfg: SweepConfig) -> int:
+    per_seed = sum(len(cfg.widths) if f == "amortized" else 1 for f in cfg.families)
+    return per_seed * len(cfg.seeds)
 
+
+def _weight(cfg: SweepConfig) -> float:
+    """Rough cost of a unit, for the overall ETA: epochs x models x images."""
+    return float(cfg.epochs * n_models(cfg) * cfg.n_obs)
+
+
+def _fmt_s(s) -> str:
+    if s is None or s != s:
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+class _Display:
+    """Overall progress (units done / total, ETA) and the running unit's epochs. On a terminal:
+    two tqdm bars on stderr; otherwise (logs, CI): a plain line every ``every`` seconds."""
+
+    def __init__(self, n_units: int, skipped: int, weights: list[float], enabled: bool, log, every: float):
+        self.n_units, self.done_units, self.enabled, self.log, self.every = n_units, skipped, enabled, log, every
+        self.total_w, self.done_w, self.cur_w, self.frac = sum(weights) or 1.0, 0.0, 0.0, 0.0
+        self.t0 = time.monotonic()
+        self.tty = enabled and sys.stderr.isatty()
+        self.lock = threading.Lock()
+        self.unit, self.index, self.last_line, self.bar, self.overall = None, 0, 0.0, None, None
+        if self.tty:
+            from tqdm import tqdm
+            self.overall = tqdm(total=self.total_w, smoothing=0, file=sys.stderr, position=0,
+                                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self._desc()
+
+    def _desc(self):
+        if self.overall is not None:
+            self.overall.set_description_str(f"sweep: {self.done_units}/{self.n_units} units done")
+
+    def eta(self) -> float | None:
+        """Seconds left, from the work done so far; None until there is enough to go by."""
+        f = (self.done_w + self.cur_w * self.frac) / self.total_w
+        return None if f < 0.05 else (time.monotonic() - self.t0) * (1 - f) / f
+
+    def say(self, line: str):
+        if self.overall is not None:
+            from tqdm import tqdm
+            tqdm.write(line, file=sys.stdout)
+        else:
+            self.log(line)
+
+    def start(self, unit: str, cfg: SweepConfig, weight: float):
+        with self.lock:
+            self.unit, self.cur_w, self.frac = unit, weight, 0.0
+            self.index = self.done_units + 1
+            self.last_line = time.monotonic()
+            if self.tty:
+                from tqdm import tqdm
+                self.bar = tqdm(total=cfg.epochs, desc=f"{unit} ({n_models(cfg)} models)", position=1,
+                                leave=False, file=sys.stderr, smoothing=0.3,
+                                bar_format="{desc}: epoch {n}/{total} |{bar}| {elapsed}<{remaining}{postfix}")
+            elif self.enabled:
+                self.log(f"[{self.index}/{self.n_units}] {unit}: starting ({n_models(cfg)} models, "
+                         f"{cfg.epochs} epochs)")
+
+    def update(self, state: dict):
+        with self.lock:
+            try:
+                n, total = int(state["n"]), int(state["total"])
+            except (KeyError, TypeError, ValueError):
+                return
+            self.frac = min(1.0, n / total) if total else 0.0
+            if self.bar is not None:
+                if isinstance(state.get("elapsed"), (int, float)):   # the unit's clock: training time
+                    self.bar.start_t = self.bar._time() - state["elapsed"]
+                self.bar.n = n
+                self.bar.set_postfix_str(str(state.get("postfix") or ""), refresh=False)
+                self.bar.refresh()
+                self.overall.n = self.done_w + self.cur_w * self.frac
+                self.overall.refresh()
+            elif self.enabled and time.monotonic() - self.last_line >= self.every:
+                self.last_line = time.monotonic()
+                post = f" ({state['postfix']})" if state.get("postfix") else ""
+                self.log(f"[{self.index}/{self.n_units}] {self.unit}: epoch {n}/{total}{post}; "
+                         f"sweep ETA {_fmt_s(self.eta())}")
+
+    def finish(self, unit: str, seconds: float):
+        with self.lock:
+            self.done_units += 1
+            self.done_w += self.cur_w
+            self.cur_w = self.frac = 0.0
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            if self.overall is not None:
+                self.overall.n = self.done_w
+                self._desc()
+                self.overall.refresh()
+            left = self.n_units - self.done_units
+            self.say(f"finished {unit} in {seconds:.0f} s ({self.done_units}/{self.n_units} units done"
+                     + (f", ETA {_fmt_s(self.eta())})" if left else ")"))
+
+    def close(self):
+        with self.lock:
+            for b in (self.bar, self.overall):
+                if b is not None:
+                    b.close()
+            self.bar = self.overall = None
+
+
+def _watch(path: Path, display: _Display, stop: threading.Event, period: float = 0.25):
+    last = None
+    while not stop.wait(period):
+        state = read_progress(path)
+        if state and state != last:
+            last = state
+            display.update(state)
+
+
+def _notebook_params(cfg: SweepConfig, out: Path, unit: str, progress: bool) -> dict:
+    # the profile's values, unvalidated (a profile default may not fit this machine's data)
+    base = {f.name: f.default for f in dataclasses.fields(SweepConfig)} | PROFILES[cfg.profile]
+    base = {k: list(v) if isinstance(v, tuple) else v for k, v in base.items()}
+    params = {k: v for k, v in cfg.to_dict().items() if v != base.get(k) or k == "dataset"}
+    params.update(profile=cfg.profile, output=str(out.resolve()), unit=unit, progress=progress)
+    return params
+
+
+def experiment_notebook():
+    """The experiment notebook to execute: read from its Jupytext ``.py`` twin when present,
+    else the ``.ipynb``."""
+    if EXPERIMENT_PY.is_file():
+        import jupytext
+        return jupytext.read(EXPERIMENT_PY)
+    if EXPERIMENT.is_file():
+        return str(EXPERIMENT)
+    raise FileNotFoundError(f"the experiment notebook is missing: neither {EXPERIMENT_PY} nor {EXPERIMENT} exists")
+
+
+def _holder(pidfile: Path) -> dict | None:
+    """The record a sweep keeps beside its lock: pid, host, start time, its kernel's pid."""
+    try:
+        rec = json.loads(pidfile.read_text())
+        return rec if isinstance(rec, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(rec: dict | None) -> str:
+    if not rec:
+        return "pid unknown"
+    return f"pid {rec.get('pid', '?')} on {rec.get('host', '?')}, started {rec.get('started', '?')}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reap_orphan_kernel(rec: dict | None, log, wait_s: float = 5.0) -> None:
+    """A sweep killed with SIGKILL leaves its notebook kernel to notice on its own (ipykernel
+    polls its parent every second and exits). Make sure it is gone before this sweep writes:
+    wait a little, then kill it if it is still that kernel."""
+    if not rec or rec.get("host") != socket.gethostname() or not isinstance(rec.get("kernel_pid"), int):
+        return
+    pid = rec["kernel_pid"]
+    deadline = time.monotonic() + wait_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _alive(pid):
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            is_kernel = b"ipykernel" in f.read()
+    except OSError:
+        is_kernel = False
+    if is_kernel:
+        os.kill(pid, signal.SIGKILL)
+        log(f"stopped the orphaned notebook kernel (pid {pid}) of the killed sweep")
+
+
+def _kernel_manager(log_file, on_start=None):
+    """A kernel manager whose kernel writes its own stdout and stderr (its log, C-level output,
+    its complaints while being shut down) to ``log_file`` rather than over the progress display.
+    Cell outputs are unaffected: they go to the notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log_file)
+            kw.setdefault("stderr", log_file)
+            await AsyncKernelManager.start_kernel(self, **kw)
+            pid = getattr(self.provisioner, "pid", None)
+            if on_start is not None and pid:
+                on_start(pid)
+
+    return QuietKernelManager
+
+
+def _failure(err, unit: str, kept: Path) -> UnitFailed:
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    cell = getattr(err, "exec_count", None)
+    where = f" in cell [{cell}]" if cell else ""
+    return UnitFailed(f"unit {unit} failed{where}: {ename}: {evalue} (executed notebook kept in {kept})")
+
+
+def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None) -> list[str]:
+    """Execute every unit not already finished in ``out``; returns the units run now.
+
+    Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
+    notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
     out = Path(out)
+    if progress_every is None:
+        progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))
     lk = lock(out)
+    pidfile = out / ".sweep.pid"
     try:
         lk.acquire()
     except Timeout:
-        holder = (out / ".sweep.pid").read_text().strip() if (out / ".sweep.pid").exists() else "?"
-        raise SweepLocked(f"another sweep (pid {holder}) is writing to {out}; wait for it to finish "
-                          f"or use another --out folder") from None
+        raise SweepLocked(f"results folder {out} is locked by another sweep ({_describe(_holder(pidfile))}); "
+                          f"wait for it to finish or write to another folder with --out") from None
+    display = None
     try:
-        (out / ".sweep.pid").write_text(str(os.getpid()))
-        (out / "runs").mkdir(parents=True, exist_ok=True)
-        for stale in (out / "runs").glob("*.tmp.ipynb"):
-            stale.unlink()
+        import logging
+
+        import papermill as pm
+
+        from .results import ResultsError, clean_partial_writes, unit_done
+
+        if pidfile.exists():
+            stale = _holder(pidfile)
+            log(f"cleared a stale lock of {out}: the sweep ({_describe(stale)}) ended without releasing it, "
+                f"probably killed; its finished units are kept, its unit in progress is redone")
+            _reap_orphan_kernel(stale, log)
+        me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+        def record(kernel_pid=None):
+            from .results import atomic_write_json
+            atomic_write_json({**me, "kernel_pid": kernel_pid}, pidfile)
+
+        record()
+        runs = out / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        for stale in [*runs.glob("*.tmp.ipynb"), *runs.glob(".*.progress.json*"), *runs.glob(".*.kernel.log")]:
+            stale.unlink(missing_ok=True)
+        clean_partial_writes(out)
         todo = [(u, c) for u, c in units if not unit_done(out, u, c.to_dict())]
         skipped = len(units) - len(todo)
         if skipped:
             log(f"{skipped} of {len(units)} units already finished in {out}: skipped")
-        bar = tqdm(total=len(units), initial=skipped, desc="sweep units", disable=not progress,
-                   file=sys.stderr)
+        notebook = experiment_notebook() if todo else None
+        display = _Display(len(units), skipped, [_weight(c) for _, c in todo], progress, log, progress_every)
         done = []
         for unit, cfg in todo:
-            bar.set_postfix_str(unit)
             t0 = time.perf_counter()
-            tmp = out / "runs" / f"{unit}.tmp.ipynb"
-            base = SweepConfig.from_profile(cfg.profile).to_dict()
-            params = {k: v for k, v in cfg.to_dict().items() if v != base[k] or k == "dataset"}
-            params.update(profile=cfg.profile, output=str(out.resolve()), unit=unit)
-            params.pop("progress", None)
-            pm.execute_notebook(str(EXPERIMENT), str(tmp), parameters=params, progress_bar=False,
-                                kernel_name="python3", cwd=str(EXPERIMENT.parent))
-            os.replace(tmp, out / "runs" / f"{unit}.ipynb")
+            tmp = runs / f"{unit}.tmp.ipynb"
+            prog = runs / f".{unit}.progress.json"
+            display.start(unit, cfg, _weight(cfg))
+            stop = threading.Event()
+            watcher = threading.Thread(target=_watch, args=(prog, display, stop), daemon=True)
+            klog_path = runs / f".{unit}.kernel.log"
+            klog = open(klog_path, "wb")
+            old_env = os.environ.get(PROGRESS_ENV)
+            os.environ[PROGRESS_ENV] = str(prog)        # the kernel inherits it
+            watcher.start()
+            pm_log = logging.getLogger("papermill")
+            pm_level = pm_log.level
+            pm_log.setLevel(logging.ERROR)   # not "Passed unknown parameter" for each non-default setting
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Passed unknown parameter")
+                    pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook, str(tmp),
+                                        parameters=_notebook_params(cfg, out, unit, progress),
+                                        progress_bar=False, kernel_name="python3",
+                                        cwd=str(EXPERIMENT.parent),
+                                        kernel_manager_class=_kernel_manager(klog, record),
+                                        shutdown_kernel="immediate")  # its results are on disk by then
+            except pm.PapermillExecutionError as err:
+                kept = runs / f"{unit}.failed.ipynb"
+                if tmp.exists():
+                    os.replace(tmp, kept)
+                klog.close()
+                if klog_path.stat().st_size:
+                    os.replace(klog_path, runs / f"{unit}.failed.kernel.log")
+                raise _failure(err, unit, kept) from None
+            finally:
+                klog.close()
+                klog_path.unlink(missing_ok=True)
+                pm_log.setLevel(pm_level)
+                stop.set()
+                watcher.join()
+                if old_env is None:
+                    os.environ.pop(PROGRESS_ENV, None)
+                else:
+                    os.environ[PROGRESS_ENV] = old_env
+                prog.unlink(missing_ok=True)
+            os.replace(tmp, runs / f"{unit}.ipynb")
+            (runs / f"{unit}.failed.ipynb").unlink(missing_ok=True)
+            (runs / f"{unit}.failed.kernel.log").unlink(missing_ok=True)
             if not unit_done(out, unit):
                 raise ResultsError(f"the experiment notebook finished {unit} but wrote no results to {out}")
             done.append(unit)
-            bar.update(1)
-            log(f"finished {unit} in {time.perf_counter() - t0:.0f} s")
-        bar.close()
+            display.finish(unit, time.perf_counter() - t0)
         return done
     finally:
-        (out / ".sweep.pid").unlink(missing_ok=True)
+        if display is not None:
+            display.close()
+        pidfile.unlink(missing_ok=True)
         lk.release()
