@@ -70,7 +70,7 @@ def _training(out: Path, unit: str, since: float):
         st = json.loads(prog.read_text())
     except (OSError, ValueError):
         return None
-    return st if 1 <= st["n"] < st["total"] else None
+    return st if 0 <= st["n"] < st["total"] else None     # in the training loop, not done
 
 
 def _holder(out: Path) -> dict:
