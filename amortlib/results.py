@@ -68,8 +68,10 @@ def atomic_write_json(obj, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- units
-def save_unit(result, folder: Path, unit: str | None = None, recon: dict | None = None) -> Path:
-    """Write one finished sweep (``SweepResult``) into ``folder/units``; the JSON goes last."""
+def save_unit(result, folder: Path, unit: str | None = None, recon: dict | None = None,
+              tables: dict | None = None) -> Path:
+    """Write one finished sweep (``SweepResult``) into ``folder/units``; the JSON goes last.
+    ``tables``: further frames saved as ``<unit>.<name>.parquet`` (e.g. ``{"gap": ...}``)."""
     cfg = result.cfg
     unit = unit or unit_name(cfg.dataset, cfg.likelihood, cfg.sigma)
     units = Path(folder) / "units"
@@ -80,7 +82,10 @@ def save_unit(result, folder: Path, unit: str | None = None, recon: dict | None 
         buf = io.BytesIO()
         np.savez_compressed(buf, **recon)
         atomic_write_bytes(units / f"{unit}.recon.npz", buf.getvalue())
-    meta = dict(schema=SCHEMA_VERSION, unit=unit, config=cfg.to_dict(), info=result.info)
+    for name, df in (tables or {}).items():
+        atomic_write_parquet(df, units / f"{unit}.{name}.parquet")
+    meta = dict(schema=SCHEMA_VERSION, unit=unit, config=cfg.to_dict(), info=result.info,
+                tables=sorted(tables or {}))
     atomic_write_json(meta, units / f"{unit}.json")
     return units / f"{unit}.json"
 
@@ -235,7 +240,18 @@ def load_results(folder: Path, errors: str = "raise") -> dict:
             units = ", ".join(sorted(df.loc[dup, "unit"].unique()))
             raise ResultsError(f"inconsistent results in {folder}: units {units} overlap on "
                                f"{int(df.duplicated(keys).sum())} {what} rows")
-    return dict(metrics=metrics, runs=runs, meta=meta, folder=folder, problems=problems)
+    return dict(metrics=metrics, runs=runs, meta=meta, folder=folder, problems=problems,
+                gap=_optional_table(folder, meta, "gap"))
+
+
+def _optional_table(folder: Path, meta: dict, name: str) -> pd.DataFrame | None:
+    """The ``<unit>.<name>.parquet`` frames of the units whose record lists ``name``, joined."""
+    frames = []
+    for unit, m in meta.items():
+        if name in m.get("tables", []):
+            path = Path(folder) / "units" / f"{unit}.{name}.parquet"
+            frames.append(_read_parquet(path, ["config", "seed"]).assign(unit=unit))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def load_recon(folder: Path, unit: str) -> dict:

@@ -36,7 +36,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 #: built yet (chapters still to come) are skipped, not failed.
 FIGURE_PAGES = [
     "notebooks/01_vi_in_one_page.html",
+    "notebooks/02_three_families.html",
     "notebooks/05_results.html",
+    "notebooks/06_measuring_the_gap.html",
+    "notebooks/07_when_can_amortization_close_the_gap.html",
 ]
 #: Further pages opened in the browser (no remote requests, no JavaScript errors, screenshot).
 OTHER_PAGES = ["book/intro.html"]
