@@ -1,0 +1,92 @@
+"""Metrics the results chapter relies on: baselines, latent usage, tolerances, comparisons, claims."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from amortlib.metrics import (Claim, ClaimError, active_units, check_claims, eval_epochs, kl_per_dim,
+                              mean_image_mse, time_to_tolerance)
+from amortlib.metrics.compare import convergence, match_summary, smallest_matching_width
+
+
+def test_mean_image_mse_against_a_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    x, xt = torch.rand(50, 7, generator=g), torch.rand(20, 7, generator=g)
+    mean = [sum(x[i, j].item() for i in range(50)) / 50 for j in range(7)]
+    direct = sum((xt[i, j].item() - mean[j]) ** 2 for i in range(20) for j in range(7)) / (20 * 7)
+    assert mean_image_mse(x, xt) == pytest.approx(direct, rel=1e-5)
+    assert mean_image_mse(x) < mean_image_mse(x, xt) + 0.05
+
+
+def test_active_units_on_a_constructed_case():
+    g = torch.Generator().manual_seed(1)
+    n = 400
+    used = torch.randn(n, generator=g)                   # E_q[z_1] varies across images
+    ignored = 0.001 * torch.randn(n, generator=g)        # E_q[z_2] is (almost) constant
+    mu = torch.stack([used, ignored], -1).unsqueeze(0)   # one model, [1, n, 2]
+    assert active_units(mu).tolist() == [1]
+    log_sigma = torch.stack([torch.full((n,), -2.0), torch.zeros(n)], -1).unsqueeze(0)
+    kl = kl_per_dim(mu, log_sigma)[0]
+    assert kl[0] > 1.0 and kl[1] < 1e-4                  # the ignored dim sits at the prior
+
+
+def test_eval_epochs_are_log_spaced_and_include_the_ends():
+    e = eval_epochs(5000, 100)
+    assert e[0] == 1 and e[-1] == 5000 and 60 <= len(e) <= 100
+    assert all(b > a for a, b in zip(e, e[1:]))
+
+
+def _metrics():
+    rows = []
+    for cfg, fam, w, curve in [("F-VI", "factorized", None, [0.09, 0.08, 0.065, 0.03]),
+                               ("A-VI k=8", "amortized", 8, [0.09, 0.06, 0.04, 0.031]),
+                               ("constant-VI", "constant", None, [0.09, 0.08, 0.068, 0.066])]:
+        for seed in (0, 1):
+            for e, (ep, v) in enumerate(zip([1, 10, 100, 1000], curve)):
+                rows.append(dict(dataset="mnist", likelihood="gaussian", sigma=0.1, family=fam, width=w,
+                                 seed=seed, config=cfg, epoch=ep, neg_elbo=100.0 - 10 * e + seed,
+                                 mse_train=v, mse_test=v, wall_s=ep * 0.01, sweep_wall_s=ep * 0.05,
+                                 diverged=False, unit="u"))
+    m = pd.DataFrame(rows)
+    m["width"] = m["width"].astype("Int64")
+    return m
+
+
+def test_time_to_tolerance_and_convergence():
+    m = _metrics()
+    tt = time_to_tolerance(m, 0.07).set_index(["config", "seed"])
+    assert tt.loc[("F-VI", 0), "epochs_to_tol"] == 100
+    assert tt.loc[("A-VI k=8", 0), "epochs_to_tol"] == 10
+    assert tt.loc[("A-VI k=8", 0), "seconds_to_tol"] == pytest.approx(0.1)
+    conv = convergence(m, {"u": 0.066}, frac=0.9).set_index(["config", "seed"])
+    assert math.isnan(conv.loc[("constant-VI", 0), "epochs_to_rel"])    # never below 0.9 x baseline
+    assert conv.loc[("constant-VI", 0), "epochs_to_abs"] == 100          # ... yet it passes 0.07
+    assert conv.loc[("A-VI k=8", 1), "epochs_to_rel"] == 100
+
+
+def test_match_summary_pairs_seeds_and_finds_the_matching_width():
+    runs = pd.DataFrame(dict(
+        dataset="mnist", likelihood="gaussian", sigma=0.1,
+        config=["F-VI", "F-VI", "A-VI k=1", "A-VI k=1", "A-VI k=8", "A-VI k=8"],
+        family=["factorized"] * 2 + ["amortized"] * 4, width=[None, None, 1, 1, 8, 8], seed=[0, 1] * 3,
+        neg_elbo=[100.0, 110.0, 120.0, 130.0, 100.5, 109.0], epochs_to_abs=[100, 80, 50, 40, 20, 40]))
+    s = match_summary(runs).set_index("config")
+    assert s.loc["A-VI k=1", "gap_pct"] == pytest.approx(100 * (20 / 100 + 20 / 110) / 2)
+    assert not s.loc["A-VI k=1", "matches"] and s.loc["A-VI k=8", "matches"]
+    assert s.loc["A-VI k=8", "speedup"] == pytest.approx((100 / 20 + 80 / 40) / 2)
+    assert smallest_matching_width(s.reset_index())["matching_width"].tolist() == [8]
+
+
+def test_claims_render_when_true_and_fail_loudly_when_false():
+    table = pd.DataFrame(dict(config=["F-VI", "constant-VI"], active_units=[16.0, 0.0]))
+    claims = [Claim("constant-VI uses no latent unit",
+                    lambda t: t.set_index("config").loc["constant-VI", "active_units"] == 0),
+              Claim("F-VI uses at least 8 units", lambda t: t.set_index("config").loc["F-VI", "active_units"] >= 8)]
+    assert "constant-VI uses no latent unit" in check_claims(claims, table)
+    flipped = table.assign(active_units=[16.0, 3.0])
+    with pytest.raises(ClaimError, match="constant-VI uses no latent unit"):
+        check_claims(claims, flipped)
+    with pytest.raises(ClaimError, match="could not evaluate"):
+        check_claims(claims, table.rename(columns={"active_units": "au"}))
