@@ -73,7 +73,8 @@ def test_match_summary_pairs_seeds_and_finds_the_matching_width():
         family=["factorized"] * 2 + ["amortized"] * 4, width=[None, None, 1, 1, 8, 8], seed=[0, 1] * 3,
         neg_elbo=[100.0, 110.0, 120.0, 130.0, 100.5, 109.0], epochs_to_abs=[100, 80, 50, 40, 20, 40]))
     s = match_summary(runs).set_index("config")
-    assert s.loc["A-VI k=1", "gap_pct"] == pytest.approx(100 * (20 / 100 + 20 / 110) / 2)
+    assert s.loc["A-VI k=1", "gap_nats"] == pytest.approx(20.0)
+    assert s.loc["A-VI k=8", "gap_nats_max"] == pytest.approx(0.5)
     assert not s.loc["A-VI k=1", "matches"] and s.loc["A-VI k=8", "matches"]
     assert s.loc["A-VI k=8", "speedup"] == pytest.approx((100 / 20 + 80 / 40) / 2)
     assert smallest_matching_width(s.reset_index())["matching_width"].tolist() == [8]

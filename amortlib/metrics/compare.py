@@ -47,20 +47,22 @@ def _paired(runs: pd.DataFrame, col: str, ref: str = "F-VI") -> pd.DataFrame:
     return runs.merge(base, on=GROUP + ["seed"], how="inner")
 
 
-def match_summary(runs: pd.DataFrame, rel_tol: float = 0.01, speed_col: str = "epochs_to_abs") -> pd.DataFrame:
-    """Per dataset, likelihood setting and configuration: the relative ELBO gap to F-VI
-    (neg_elbo - neg_elbo_F) / |neg_elbo_F| in percent (mean and min..max over seeds), whether it
-    is at most ``rel_tol`` for every seed ("matches": not worse than F-VI by more than that), and the speed-up in ``speed_col`` over F-VI
-    (F-VI's epochs / this configuration's, per seed)."""
+def match_summary(runs: pd.DataFrame, tol_nats: float = 1.0, speed_col: str = "epochs_to_abs") -> pd.DataFrame:
+    """Per dataset, likelihood setting and configuration: the ELBO gap to F-VI,
+    neg_elbo - neg_elbo_F in nats per image (mean and min..max over seeds; positive = worse than
+    F-VI), whether it is at most ``tol_nats`` for every seed ("matches"), and the speed-up in
+    ``speed_col`` over F-VI (F-VI's epochs / this configuration's, per seed). Diverged runs are
+    left out (``seeds`` counts the runs used)."""
+    runs = runs[~runs["diverged"].astype(bool)] if "diverged" in runs else runs
     p = _paired(runs, "neg_elbo")
-    p["gap_pct"] = 100 * (p["neg_elbo"] - p["neg_elbo_ref"]) / p["neg_elbo_ref"].abs()
+    p["gap_nats"] = p["neg_elbo"] - p["neg_elbo_ref"]
     if speed_col in runs:
         p = _paired(p, speed_col)
         p["speedup"] = p[f"{speed_col}_ref"] / p[speed_col]
     g = p.groupby(GROUP + ["config"], sort=False, dropna=False)
-    out = g.agg(gap_pct=("gap_pct", "mean"), gap_pct_min=("gap_pct", "min"), gap_pct_max=("gap_pct", "max"),
-                seeds=("seed", "nunique"))
-    out["matches"] = g["gap_pct"].apply(lambda s: bool((s <= 100 * rel_tol).all()))
+    out = g.agg(gap_nats=("gap_nats", "mean"), gap_nats_min=("gap_nats", "min"),
+                gap_nats_max=("gap_nats", "max"), seeds=("seed", "nunique"))
+    out["matches"] = g["gap_nats"].apply(lambda s: bool((s <= tol_nats).all()))
     if "speedup" in p:
         out["speedup"] = g["speedup"].mean()
         out["speedup_min"] = g["speedup"].min()
@@ -94,12 +96,15 @@ def likelihood_label(likelihood: str, sigma: float) -> str:
 
 def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -> pd.DataFrame:
     """The likelihood-scale study: per dataset, likelihood setting and configuration, means over
-    seeds of the final negative ELBO, active units, train MSE relative to the mean image, test
-    MSE (and relative), epochs to the three tolerances of ``convergence``, and the mean
-    amortization gap on test images when ``gap`` (from ``amortlib.gap``) is given."""
+    the seeds that did not diverge (``seeds``; ``diverged`` counts the others) of the final
+    negative ELBO, active units, train MSE relative to the mean image, test MSE (and relative),
+    epochs to the three tolerances of ``convergence``, and the mean amortization gap on train
+    and test images when ``gap`` (from ``amortlib.gap``) is given."""
     conv = convergence(res["metrics"], baselines(res), frac=frac)
     runs = res["runs"].merge(conv[RUN_KEYS + ["mse_train_rel", "epochs_to_abs", "epochs_to_rel", "epochs_to_elbo"]],
                              on=RUN_KEYS, how="left")
+    diverged = runs.loc[runs["diverged"].astype(bool), GROUP + ["config", "seed"]]
+    runs = runs[~runs["diverged"].astype(bool)]
     test_base = baselines(res, "test")
     runs["mse_test_rel"] = runs["mse_test"] / runs["unit"].map(test_base)
     cols = ["neg_elbo", "active_units", "mse_train_rel", "mse_test", "mse_test_rel", "epochs_to_abs",
@@ -107,11 +112,16 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
     g = runs.groupby(GROUP + ["config"], sort=False, dropna=False)
     out = g[cols].mean()
     out["neg_elbo_sd"] = g["neg_elbo"].std()
-    out["diverged"] = g["diverged"].sum()
+    out["seeds"] = g.size()
     out = out.reset_index()
+    n_div = diverged.groupby(GROUP + ["config"]).size().rename("diverged").reset_index()
+    out = out.merge(n_div, on=GROUP + ["config"], how="left").fillna({"diverged": 0})
     if gap is not None and not gap.empty:
-        gt = gap[gap["split"] == "test"].groupby(GROUP + ["config"], dropna=False)["gap_mean"].mean()
-        out = out.merge(gt.rename("gap_test").reset_index(), on=GROUP + ["config"], how="left")
+        ok = gap.merge(diverged.assign(_dead=True), on=GROUP + ["config", "seed"], how="left")
+        ok = ok[ok["_dead"].isna()]
+        for split in ("train", "test"):
+            gt = ok[ok["split"] == split].groupby(GROUP + ["config"], dropna=False)["gap_mean"].mean()
+            out = out.merge(gt.rename(f"gap_{split}").reset_index(), on=GROUP + ["config"], how="left")
     out.insert(1, "setting", [likelihood_label(l, s) for l, s in zip(out["likelihood"], out["sigma"])])
     order = {c: i for i, c in enumerate(config_order(runs))}
     return out.sort_values(["dataset", "likelihood", "sigma", "config"],
