@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decoder import SLOPE, linear_init
+from .decoder import SLOPE, derived, linear_init
 from .gaussian import DiagGaussian
 
 
@@ -81,8 +81,99 @@ class Amortized(nn.Module):
         self.groups = nn.ModuleList(_EncoderGroup(w, seeds, z_dim, x_dim, depth) for w in widths)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> DiagGaussian:
+        if self.depth == 1 and x.device.type == "cpu":
+            return DiagGaussian(*self.fused(x))
         outs = [g(x) for g in self.groups]
         return DiagGaussian(torch.cat([o.mu for o in outs]), torch.cat([o.log_sigma for o in outs]))
+
+    def fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu, log_sigma [models, B, d] of every encoder (depth 1) by ``_EncodersFn``."""
+        dev = x.device.type
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        params = [p for g in self.groups for p in (g.w_in, g.b_in, g.w_out, g.b_out)]
+        with torch.autocast(dev, enabled=False):
+            return _EncodersFn.apply(x, cdt, (self.widths, len(self.seeds), self.z_dim), *params)
+
+
+class _EncodersFn(torch.autograd.Function):
+    """Every depth-1 encoder (all widths k, all seeds) in one pass, x [B, D]:
+
+        H = x [W_1 | W_2 | ...] + b     one matmul for the first layer of all encoders
+        A = lrelu(H)
+        (mu_j, log_sigma_j) = A[:, cols_j] W_out_j + b_out_j     per encoder j (a column block)
+
+    Backward: dA[:, cols_j] = g_j W_out_j^T, dW_out_j = A[:, cols_j]^T g_j, dH = lrelu'(H) dA,
+    d[W; b] = [x, 1]^T dH (one matmul; the bias rides as a ones column of x, and x, [x, 1]
+    and its transpose are cached per data tensor). Column blocks are read in place (no
+    transposed copies). Matmuls run in ``cdt`` (bf16 under autocast), outputs and gradients
+    in fp32."""
+
+    @staticmethod
+    def forward(ctx, x, cdt, meta, *params):
+        widths, S, d = meta
+        B, D = x.shape
+        f32 = params[0].dtype
+        G = len(widths)
+        w_in = torch.cat([torch.cat([params[4 * g].reshape(D, -1), params[4 * g + 1].reshape(1, -1)])
+                          for g in range(G)], 1).to(cdt)                 # [[W]; [b]]  [D + 1, T]
+        xa = derived(x, ("x1", cdt), lambda t: torch.cat([t, torch.ones_like(t[:, :1])], 1).to(cdt))
+        a = F.leaky_relu_(torch.mm(xa, w_in), SLOPE)                    # A = lrelu([x, 1] [W; b])
+        out = torch.empty(S * G, B, 2 * d, dtype=cdt, device=x.device)
+        heads, off = [], 0
+        for g, k in enumerate(widths):
+            w_out, b_out = params[4 * g + 2], params[4 * g + 3]
+            small = k < _SMALL and cdt != f32       # skinny matmuls: fp32 (MKL) beats bf16 there
+            wc = w_out if small else w_out.to(cdt)
+            for s in range(S):
+                j, ak = g * S + s, a[:, off:off + k]
+                if small:
+                    out[j].copy_(torch.addmm(b_out[s], ak.to(f32), wc[s]))
+                else:
+                    torch.addmm(b_out[s].to(cdt), ak, wc[s], out=out[j])
+                heads.append((off, k, wc[s], small))
+                off += k
+        ctx.save_for_backward(x, a)
+        ctx.heads, ctx.meta, ctx.f32 = heads, meta, f32
+        return out[..., :d].to(f32, copy=True), out[..., d:].to(f32, copy=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gmu, gls):
+        x, a = ctx.saved_tensors
+        widths, S, d = ctx.meta
+        B, D = x.shape
+        cdt, f32 = a.dtype, ctx.f32
+        go = torch.empty(len(ctx.heads), B, 2 * d, dtype=cdt, device=a.device)
+        go[..., :d].copy_(gmu)
+        go[..., d:].copy_(gls)
+        g_b = torch.cat([gmu.sum(1), gls.sum(1)], 1)                       # [J, 2d]
+        ga = torch.empty_like(a)
+        g_w_out = [torch.empty(S, k, 2 * d, dtype=f32, device=a.device) for k in widths]
+        for j, (off, k, w, small) in enumerate(ctx.heads):
+            g, s = divmod(j, S)
+            ak = a[:, off:off + k]
+            if small:
+                go32 = torch.cat([gmu[j], gls[j]], 1)
+                ga[:, off:off + k].copy_(torch.mm(go32, w.t()))
+                torch.mm(ak.to(f32).t(), go32, out=g_w_out[g][s])
+            else:
+                torch.mm(go[j], w.t(), out=ga[:, off:off + k])
+                g_w_out[g][s].copy_(torch.mm(ak.t(), go[j]))
+        gh = torch.ops.aten.leaky_relu_backward.grad_input(ga, a, SLOPE, True, grad_input=ga)
+        xt = derived(x, ("x1t", cdt), lambda t: torch.cat([t, torch.ones_like(t[:, :1])], 1)
+                     .to(cdt).t().contiguous())                         # [x, 1]^T  [D + 1, B]
+        g_w = torch.mm(xt, gh).to(f32)                                    # d[W; b]  [D + 1, T]
+        out, off = [None, None, None], 0
+        for g, k in enumerate(widths):
+            n = S * k
+            out += [g_w[:D, off:off + n].reshape(D, S, k), g_w[D, off:off + n].reshape(S, k),
+                    g_w_out[g], g_b[g * S:(g + 1) * S]]
+            off += n
+        return tuple(out)
+
+
+#: Below this encoder width the head matmuls ([B, k] x [k, 2d]) run in fp32 even under bf16.
+_SMALL = 16
 
 
 class _EncoderGroup(nn.Module):

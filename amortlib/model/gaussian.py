@@ -28,3 +28,89 @@ class DiagGaussian(NamedTuple):
 def kl_std_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) summed over the last axis, in nats."""
     return 0.5 * ((2 * log_sigma).exp() + mu.square() - 1.0 - 2 * log_sigma).sum(-1)
+
+
+class _ReparamKL(torch.autograd.Function):
+    """Draws x = mu + sigma * eps and KL(q || N(0, I)) per model in a few passes over memory.
+
+    mu, log_sigma: lists of pieces [M_p, *E] stacked along the model axis (M = sum M_p);
+    eps [U, S, *E], model m using row index[m] (index None: U = M). Returns x [M, S, *E] and
+    kl [M] = 1/2 sum (sigma^2 + mu^2 - 1 - 2 log sigma) over *E. Backward, with
+    gs = sum_s gx_s and ge = sum_s gx_s eps_s:
+        d mu = gs + gkl mu,     d log sigma = sigma ge + gkl (sigma^2 - 1).
+    On CPU each model reads its shared noise row in place (no gathered copy of eps) and writes
+    its own slice of x: the pieces are never concatenated."""
+
+    @staticmethod
+    def forward(ctx, eps, index, n_pieces, *pieces):
+        mus, lss = pieces[:n_pieces], pieces[n_pieces:]
+        sizes = [p.shape[0] for p in mus]
+        M, S, E = sum(sizes), eps.shape[1], tuple(mus[0].shape[1:])
+        dims = tuple(range(1, len(E) + 1))
+        sigs = [ls.exp() for ls in lss]
+        rows = _rows(index, M, eps.device)
+        if rows is None:
+            mu, sig = torch.cat(mus), torch.cat(sigs)
+            x = torch.addcmul(mu.unsqueeze(1), sig.unsqueeze(1), eps if index is None else eps[index])
+        else:
+            x = torch.empty((M, S) + E, dtype=mus[0].dtype, device=eps.device)
+            m = 0
+            for mu, sig in zip(mus, sigs):
+                for i in range(mu.shape[0]):
+                    torch.addcmul(mu[i], sig[i], eps[rows[m]], out=x[m])
+                    m += 1
+        n = math.prod(E)
+        kl = torch.cat([0.5 * (torch.linalg.vector_norm(sig, dim=dims).square()
+                               + torch.linalg.vector_norm(mu, dim=dims).square() - n) - ls.sum(dims)
+                        for mu, sig, ls in zip(mus, sigs, lss)])
+        ctx.save_for_backward(eps, index, *mus, *sigs)
+        ctx.rows, ctx.n_pieces = rows, n_pieces
+        return x, kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gx, gkl):
+        eps, index, *rest = ctx.saved_tensors
+        mus, sigs = rest[:ctx.n_pieces], rest[ctx.n_pieces:]
+        S = eps.shape[1]
+        gmus, glss, m0 = [], [], 0
+        for mu, sig in zip(mus, sigs):
+            Mp = mu.shape[0]
+            gxp = gx[m0:m0 + Mp]
+            gs = gxp[:, 0] if S == 1 else gxp.sum(1)
+            if ctx.rows is None:
+                e = eps if index is None else eps[index]
+                ge = (gxp * e[m0:m0 + Mp]).sum(1)
+            else:
+                ge = torch.empty(gs.shape, dtype=gs.dtype, device=gs.device)
+                for i in range(Mp):
+                    u = ctx.rows[m0 + i]
+                    if S == 1:
+                        torch.mul(gxp[i, 0], eps[u, 0], out=ge[i])
+                    else:
+                        ge[i].copy_((gxp[i] * eps[u]).sum(0))
+            gk = gkl[m0:m0 + Mp].view((Mp,) + (1,) * (mu.dim() - 1))
+            gmus.append(torch.addcmul(gs, mu, gk))
+            glss.append(ge.addcmul_(sig, gk).mul_(sig).sub_(gk))     # sigma (ge + gkl sigma) - gkl
+            m0 += Mp
+        return (None, None, None, *gmus, *glss)
+
+
+def _rows(index, M, device):
+    """Noise row of each model as Python ints on CPU (a per-model loop reads rows in place);
+    None on other devices, where one gathered batched op is the fast path."""
+    if device.type != "cpu":
+        return None
+    return list(range(M)) if index is None else index.tolist()
+
+
+def reparam_kl(mu, log_sigma, eps: torch.Tensor,
+               index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """S reparameterised draws x = mu + sigma * eps and the closed-form KL(q || N(0, I)),
+    summed over all but the model axis: mu, log_sigma [M, *E] (or lists of pieces stacked
+    along the model axis), eps [U, S, *E] (model m uses eps[index[m]]; index None: U = M)
+    -> x [M, S, *E], kl [M]."""
+    mus = list(mu) if isinstance(mu, (list, tuple)) else [mu]
+    lss = list(log_sigma) if isinstance(log_sigma, (list, tuple)) else [log_sigma]
+    with torch.autocast(eps.device.type, enabled=False):
+        return _ReparamKL.apply(eps, index, len(mus), *mus, *lss)

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .decoder import decode_hidden, decoder_sse
 from .gaussian import LOG_2PI
 
 
@@ -52,6 +53,12 @@ class _Likelihood:
         """log p(x | f) with f = h W + b the decoder's last layer; h [M, B, H], w [M, H, D]."""
         return self.log_prob(x, _wide(torch.baddbmm(b.unsqueeze(1), h, w)))
 
+    def log_prob_sum(self, x, decoder, theta, z):
+        """sum_b log p(x_b | z_b, theta) per model: x [B, D], theta [M, P] (flat), z [M, B, d]
+        -> [M] (fp32 reduction). The training path of the ELBO."""
+        layers = decoder.unflatten(theta)
+        return self.log_prob_affine(x, decode_hidden(layers, z), *layers[4:]).sum(-1)
+
 
 class GaussianLikelihood(_Likelihood):
     name = "gaussian"
@@ -67,6 +74,15 @@ class GaussianLikelihood(_Likelihood):
 
     def log_prob_affine(self, x, h, w, b):
         return self._const * x.shape[-1] + self._scale * _AffineSquaredError.apply(h, w, b, x)
+
+    def log_prob_sum(self, x, decoder, theta, z):
+        """On CPU the chunked kernel ``decoder_sse`` (decoder, residual and all gradients in
+        one cache-resident pass); on a GPU the batched path (few large kernels)."""
+        if theta.device.type != "cpu":
+            return super().log_prob_sum(x, decoder, theta, z)
+        (d, H), D = decoder.shapes[0], decoder.shapes[-1][0]
+        sse = decoder_sse(theta, z, x, (d, H, D))
+        return self._const * D * x.shape[0] + self._scale * sse
 
     def mean(self, f: torch.Tensor) -> torch.Tensor:
         return f

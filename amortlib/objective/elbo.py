@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..model.decoder import BayesianDecoder, decode_hidden
-from ..model.gaussian import DiagGaussian
+from ..model.decoder import BayesianDecoder
+from ..model.gaussian import DiagGaussian, reparam_kl
 
 
 class ElboTerms(NamedTuple):
@@ -36,25 +36,27 @@ class ElboTerms(NamedTuple):
 
 def elbo_terms(x: torch.Tensor, q_z: DiagGaussian, decoder: BayesianDecoder, likelihood,
                n_total: int, eps_z: torch.Tensor, eps_theta: torch.Tensor,
-               q_theta: DiagGaussian | None = None) -> ElboTerms:
+               q_theta: DiagGaussian | None = None,
+               noise_index: torch.Tensor | None = None) -> ElboTerms:
     """ELBO terms for M stacked models on a batch.
 
     x [B, D] (shared by all models); q_z with mu, log_sigma [M, B, d];
     eps_z [M, S, B, d] and eps_theta [M, S, P] standard-normal noise; n_total = N.
     ``q_theta`` defaults to the decoder's own q(theta) (pass a detached one to freeze it).
+    ``noise_index`` [M] (optional): eps_z / eps_theta hold one row per noise stream (e.g. per
+    seed, [U, S, ...]) and model m uses row noise_index[m], read in place, never copied.
+    q_z's mu and log_sigma may also be lists of pieces stacked along the model axis (e.g. one
+    per family, ``StackedVAE.q_z_parts``): they are then never concatenated.
     """
     q_theta = decoder.q if q_theta is None else q_theta
-    M, S, B, d = eps_z.shape
-    theta = q_theta.rsample(eps_theta.transpose(0, 1)).transpose(0, 1)      # [M, S, P]
-    z = q_z.rsample(eps_z.transpose(0, 1)).transpose(0, 1)                  # [M, S, B, d]
-    layers = decoder.unflatten(theta.reshape(M * S, -1))
-    h = decode_hidden(layers, z.reshape(M * S, B, d))
-    log_lik = likelihood.log_prob_affine(x, h, *layers[4:]).view(M, S, B)  # fp32 reduction
+    S, B, d = eps_z.shape[1:]
+    M = sum(m.shape[0] for m in q_z.mu) if isinstance(q_z.mu, (list, tuple)) else q_z.mu.shape[0]
+    theta, kl_theta = reparam_kl(q_theta.mu, q_theta.log_sigma, eps_theta, noise_index)  # [M,S,P]
+    z, kl_z = reparam_kl(q_z.mu, q_z.log_sigma, eps_z, noise_index)                       # [M,S,B,d]
+    log_lik = likelihood.log_prob_sum(x, decoder, theta.reshape(M * S, -1),
+                                      z.reshape(M * S, B, d)).view(M, S)  # fp32, summed over B
     scale = 1.0 / B                        # (N/B) * sum_B / N
-    exp_ll = log_lik.mean(1).sum(-1) * scale
-    kl_z = q_z.kl_std_normal().sum(-1) * scale
-    kl_theta = q_theta.kl_std_normal() / n_total
-    return ElboTerms(exp_ll, kl_z, kl_theta)
+    return ElboTerms(log_lik.mean(1) * scale, kl_z * scale, kl_theta / n_total)
 
 
 def neg_elbo(*args, **kwargs) -> torch.Tensor:

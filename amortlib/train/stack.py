@@ -7,6 +7,8 @@ gets the same numbers as the same model trained alone.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -38,6 +40,12 @@ class StackedVAE(nn.Module):
         qs = [fam(x, idx) for fam in self.families]
         return DiagGaussian(torch.cat([q.mu for q in qs]), torch.cat([q.log_sigma for q in qs]))
 
+    def q_z_parts(self, x: torch.Tensor, idx: torch.Tensor) -> DiagGaussian:
+        """``q_z`` as lists of per-family pieces (mu, log_sigma [M_f, B, d]), not concatenated:
+        the training path hands them to the ELBO as they are."""
+        qs = [fam(x, idx) for fam in self.families]
+        return DiagGaussian([q.mu for q in qs], [q.log_sigma for q in qs])
+
     def model_slice(self, family: str) -> slice:
         """Positions of one family's models along the model axis."""
         start = 0
@@ -55,10 +63,60 @@ class StackedVAE(nn.Module):
         sparse = [p for fam in self.families if fam.sparse for p in fam.parameters()]
         sparse_ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]
+        # (foreach, not fused: torch's fused CPU Adam gave a model different numbers alone and
+        # inside a sweep, which would break the sweep's exactness)
         opts = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay, foreach=True)]
         if sparse:  # SparseAdam has no weight decay: the F-VI table is never decayed
-            opts.append(torch.optim.SparseAdam(sparse, lr=lr))
+            opts.append(RowAdam(sparse, lr=lr))
         return opts
+
+
+class RowAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` (lazy Adam: only the rows in the batch move), with a dense
+    fast path when a step's gradient covers every row (full batch), same update:
+
+        m += (1 - b1) (g - m),  v += (1 - b2) (g^2 - v),
+        theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+    computed with a few in-place passes over the table instead of sparse masks and copies."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, eps = float(group["lr"]), group["eps"]
+            rest = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.coalesce()
+                if g._nnz() != p.shape[0] or g.dense_dim() != p.dim() - 1 or group.get("maximize"):
+                    rest.append(p)
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = st["step"]
+                v = g._values()                      # coalesced, all rows: row i is row i
+                st["exp_avg"].lerp_(v, 1 - b1)
+                st["exp_avg_sq"].lerp_(v.square(), 1 - b2)
+                denom = st["exp_avg_sq"].sqrt().add_(eps)
+                p.addcdiv_(st["exp_avg"], denom, value=-lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+            if rest:                                 # mini-batch steps: torch's own SparseAdam
+                saved = group["params"]
+                group["params"] = rest
+                try:
+                    super().step()
+                finally:
+                    group["params"] = saved
+        return loss
 
 
 class NoiseSource:
@@ -76,8 +134,16 @@ class NoiseSource:
 
     def draw(self, seed_index: torch.Tensor, n_mc: int, batch: int, z_dim: int, n_params: int):
         """eps_z [M, S, B, d], eps_theta [M, S, P] (M = len(seed_index))."""
-        et, ez = [], []
-        for g in self.gens:
-            et.append(torch.randn(n_mc, n_params, generator=g, device=self.device))
-            ez.append(torch.randn(n_mc, batch, z_dim, generator=g, device=self.device))
-        return torch.stack(ez)[seed_index], torch.stack(et)[seed_index]
+        ez, et = self.draw_streams(n_mc, batch, z_dim, n_params)
+        return ez[seed_index], et[seed_index]
+
+    def draw_streams(self, n_mc: int, batch: int, z_dim: int, n_params: int):
+        """The same numbers as ``draw``, one row per seed: eps_z [U, S, B, d], eps_theta
+        [U, S, P]; model m's noise is row seed_index[m] (pass ``noise_index`` to the ELBO),
+        so models sharing a seed share the memory instead of copies."""
+        ez = torch.empty(len(self.gens), n_mc, batch, z_dim, device=self.device)
+        et = torch.empty(len(self.gens), n_mc, n_params, device=self.device)
+        for u, g in enumerate(self.gens):
+            torch.randn(n_mc, n_params, generator=g, device=self.device, out=et[u])
+            torch.randn(n_mc, batch, z_dim, generator=g, device=self.device, out=ez[u])
+        return ez, et

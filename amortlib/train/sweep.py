@@ -73,11 +73,12 @@ def _batches(n: int, batch_size: int | None, gen: torch.Generator, device):
 def train_step(model: StackedVAE, opts, x, idx, noise: NoiseSource, alive, cfg: SweepConfig):
     """One optimiser step for all models on batch ``idx``; returns (loss [M], alive [M])."""
     xb = x if len(idx) == len(x) else x[idx]
-    eps_z, eps_t = noise.draw(model.seed_index, cfg.n_mc, len(idx), cfg.z_dim, model.decoder.n_params)
+    eps_z, eps_t = noise.draw_streams(cfg.n_mc, len(idx), cfg.z_dim, model.decoder.n_params)
     from ..objective import neg_elbo
     with _autocast(x.device, cfg.precision):
-        q = model.q_z(xb, idx)
-        loss = neg_elbo(xb, q, model.decoder, model.likelihood, cfg.n_obs, eps_z, eps_t)
+        q = model.q_z_parts(xb, idx)
+        loss = neg_elbo(xb, q, model.decoder, model.likelihood, cfg.n_obs, eps_z, eps_t,
+                        noise_index=model.seed_index)
     alive = alive & torch.isfinite(loss)
     for o in opts:
         o.zero_grad(set_to_none=True)
