@@ -157,3 +157,22 @@ for ds in datasets:
 # %%
 study = compare.study_table(res, gap=res["gap"])
 study.drop(columns=["likelihood", "sigma"]).round(3)
+
+# %% [markdown]
+# ## What the numbers say
+#
+# Each sentence below is printed only if the results support it: when the page is built, this
+# cell checks every claim against the evidence table (the study above joined with the paired
+# comparison to F-VI), and stops with the false sentences named if a rerun has changed the
+# science. The claims describe the `quick` profile's likelihood study.
+
+# %%
+from amortlib.metrics import check_claims
+from amortlib.metrics.findings import FINDINGS, evidence_table
+
+evidence = evidence_table(res)
+if profile == "quick":
+    findings = Markdown(check_claims(FINDINGS, evidence))
+else:
+    findings = Markdown("(These results are not from the `quick` profile; its findings are not checked here.)")
+findings
