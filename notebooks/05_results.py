@@ -36,6 +36,7 @@ from amortlib.results import load_recon, load_results, newest_results
 from amortlib.runner import VARIANTS
 
 pd.set_option("display.width", 160)
+pd.set_option("display.float_format", "{:.4g}".format)
 res = load_results(newest_results())
 meta = next(iter(res["meta"].values()))
 cfg, info = meta["config"], meta["info"]

@@ -41,13 +41,21 @@ def _all(series) -> bool:
 
 
 FINDINGS = [
-    Claim("At the reference's likelihood (Gaussian, σ = 1) the latent variable is hardly used: on both "
-          "datasets every configuration ends with a training MSE within 10% of the mean-image MSE.",
-          lambda t: _all(_rows(t, "Gaussian σ=1")["mse_train_rel"].between(0.9, 1.1))),
+    Claim("At the reference's likelihood (Gaussian, σ = 1) on MNIST the latent variable is hardly used: "
+          "every configuration ends with a training MSE within 10% of the mean-image MSE, and every one, "
+          "constant-VI included, ends within 0.5 nats per image of F-VI's ELBO. A-VI \"matches\" F-VI "
+          "there because no family needs to infer anything.",
+          lambda t: _all(_rows(t, "Gaussian σ=1", dataset="mnist")["mse_train_rel"].between(0.9, 1.1))
+          and _all(_rows(t, "Gaussian σ=1", dataset="mnist")["gap_nats"].abs() < 0.5)),
     Claim("At σ = 1, constant-VI, which cannot tell one image from another, passes the reference's "
           "tolerance (train MSE < 0.07) on MNIST: that tolerance measures how fast the decoder learns the "
           "mean image, not inference.",
           lambda t: _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "mnist")["epochs_to_abs"].notna())),
+    Claim("Fashion-MNIST's images vary more (mean-image MSE 0.087 against MNIST's 0.066): there, even at "
+          "σ = 1, F-VI uses its latent and ends with less than 60% of the mean-image error, while "
+          "constant-VI stays at the mean image.",
+          lambda t: _all(_rows(t, "Gaussian σ=1", ["F-VI"], "fashion_mnist")["mse_train_rel"] < 0.6)
+          and _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "fashion_mnist")["mse_train_rel"] > 0.98)),
     Claim("At σ = 0.1 the latent matters: constant-VI stays at the mean image (train MSE within 2% of it, "
           "no active unit), while F-VI and A-VI with k ≥ 16 reconstruct training images with less than "
           "45% of the mean-image error and use every latent dimension.",
@@ -65,6 +73,13 @@ FINDINGS = [
     Claim("At σ = 0.1, A-VI with k ≥ 16 reaches the tolerance that needs the latent (train MSE below 90% "
           "of the mean-image MSE) at least 3 times faster in epochs than F-VI, on both datasets.",
           lambda t: _all(_rows(t, "Gaussian σ=0.1", WIDE)["speedup_rel"] >= 3)),
+    Claim("At σ = 0.3 on MNIST, where F-VI has had time to catch up, A-VI with k ≥ 16 ends 1 to 5 nats "
+          "per image behind F-VI: there the amortization gap shows in the ELBO, and no width tried closes it.",
+          lambda t: _all(_rows(t, "Gaussian σ=0.3", WIDE, "mnist")["gap_nats"].between(1, 5))),
+    Claim("With the Bernoulli likelihood on MNIST, A-VI with k ≥ 64 ends better than F-VI, and k = 1 more "
+          "than 30 nats per image behind it.",
+          lambda t: _all(_rows(t, "Bernoulli", ["A-VI k=64", "A-VI k=256"], "mnist")["gap_nats"] < 0)
+          and _all(_rows(t, "Bernoulli", ["A-VI k=1"], "mnist")["gap_nats"] > 30)),
     Claim("On training images the amortization gap at σ = 0.1 narrows as the encoder widens (k = 1 to "
           "k = 64), and on test images it is larger than on training images for every A-VI width: "
           "encoders fitted to 1,000 images generalise imperfectly.",
@@ -72,4 +87,10 @@ FINDINGS = [
                         > _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["gap_train"].iloc[0]
                         for ds in t["dataset"].unique())
           and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"] + WIDE).eval("gap_test > gap_train"))),
+    Claim("Training is not always stable at this learning rate (0.01, ten times the reference's, chosen so "
+          "that F-VI gets near its optimum within a CPU budget): on Fashion-MNIST, A-VI with k = 256 "
+          "diverged (NaN) in some seeds at σ = 0.1, and at σ = 1 wide encoders end more than 100 nats per "
+          "image behind F-VI. The paper profile uses the reference's 0.001.",
+          lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist")["diverged"] >= 1)
+          and _all(_rows(t, "Gaussian σ=1", WIDE, "fashion_mnist")["gap_nats"] > 100)),
 ]

@@ -1,0 +1,36 @@
+"""The results chapter's conclusions hold on the committed results, and fail loudly on a table
+that contradicts them."""
+import os
+from pathlib import Path
+
+import pytest
+
+from amortlib.metrics import ClaimError, check_claims
+from amortlib.metrics.findings import FINDINGS, evidence_table
+from amortlib.results import load_results
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published" / "quick"
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    if not (PUBLISHED / "units").is_dir():
+        pytest.fail(f"the committed quick results are missing: {PUBLISHED}")
+    return evidence_table(load_results(PUBLISHED))
+
+
+def test_findings_hold_on_the_published_results(evidence):
+    text = check_claims(FINDINGS, evidence)
+    assert text.count("\n- ") == len(FINDINGS) - 1
+
+
+def test_a_contradicting_table_stops_the_chapter(evidence):
+    bad = evidence.copy()
+    rows = (bad["config"] == "constant-VI") & (bad["setting"] == "Gaussian σ=0.1")
+    bad.loc[rows, "active_units"] = 5.0            # constant-VI suddenly "uses" its latent
+    with pytest.raises(ClaimError, match="constant-VI stays at the mean image"):
+        check_claims(FINDINGS, bad)
+    bad = evidence.copy()
+    bad.loc[bad["config"] == "A-VI k=64", "gap_nats"] = 10.0   # A-VI now worse than F-VI
+    with pytest.raises(ClaimError, match="better ELBO than F-VI"):
+        check_claims(FINDINGS, bad)
