@@ -311,7 +311,7 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
 
     Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
     notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
-    out = Path(out)
+    out = Path(out).resolve()   # papermill chdirs to the notebook folder while it executes
     if progress_every is None:
         progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))
     lk = lock(out)
