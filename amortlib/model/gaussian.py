@@ -37,34 +37,47 @@ class _ReparamKL(torch.autograd.Function):
     eps [U, S, *E], model m using row index[m] (index None: U = M). Returns x [M, S, *E] and
     kl [M] = 1/2 sum (sigma^2 + mu^2 - 1 - 2 log sigma) over *E. Backward, with
     gs = sum_s gx_s and ge = sum_s gx_s eps_s:
-        d mu = gs + gkl mu,     d log sigma = sigma ge + gkl (sigma^2 - 1).
-    On CPU each model reads its shared noise row in place (no gathered copy of eps) and writes
-    its own slice of x: the pieces are never concatenated."""
+        d mu = gs + gkl mu,     d log sigma = sigma (ge + gkl sigma) - gkl.
+    On CPU the work goes model by model: every op of a model runs while its few MB are still
+    in cache, each model reads its shared noise row in place (no gathered copy of eps) and
+    writes its own slice of x, and the pieces are never concatenated. Elsewhere (GPU) it is
+    a handful of batched ops."""
 
     @staticmethod
     def forward(ctx, eps, index, n_pieces, *pieces):
         mus, lss = pieces[:n_pieces], pieces[n_pieces:]
-        sizes = [p.shape[0] for p in mus]
-        M, S, E = sum(sizes), eps.shape[1], tuple(mus[0].shape[1:])
-        dims = tuple(range(1, len(E) + 1))
-        sigs = [ls.exp() for ls in lss]
+        M, S, E = sum(p.shape[0] for p in mus), eps.shape[1], tuple(mus[0].shape[1:])
+        n = math.prod(E)
         rows = _rows(index, M, eps.device)
+        ctx.rows, ctx.n_pieces = rows, n_pieces
         if rows is None:
+            dims = tuple(range(1, len(E) + 1))
+            sigs = [ls.exp() for ls in lss]
             mu, sig = torch.cat(mus), torch.cat(sigs)
             x = torch.addcmul(mu.unsqueeze(1), sig.unsqueeze(1), eps if index is None else eps[index])
-        else:
-            x = torch.empty((M, S) + E, dtype=mus[0].dtype, device=eps.device)
-            m = 0
-            for mu, sig in zip(mus, sigs):
-                for i in range(mu.shape[0]):
-                    torch.addcmul(mu[i], sig[i], eps[rows[m]], out=x[m])
-                    m += 1
-        n = math.prod(E)
-        kl = torch.cat([0.5 * (torch.linalg.vector_norm(sig, dim=dims).square()
-                               + torch.linalg.vector_norm(mu, dim=dims).square() - n) - ls.sum(dims)
-                        for mu, sig, ls in zip(mus, sigs, lss)])
+            kl = torch.cat([0.5 * (torch.linalg.vector_norm(sg, dim=dims).square()
+                                   + torch.linalg.vector_norm(mu, dim=dims).square() - n)
+                            - ls.sum(dims) for mu, sg, ls in zip(mus, sigs, lss)])
+            ctx.save_for_backward(eps, index, *mus, *sigs)
+            return x, kl
+        x = torch.empty((M, S) + E, dtype=mus[0].dtype, device=eps.device)
+        parts = torch.empty(M, 3, dtype=mus[0].dtype, device=eps.device)   # sums per model
+        sigs, m, blocks = [], 0, _blocks(E)
+        for mu, ls in zip(mus, lss):
+            sig = torch.empty(ls.shape, dtype=ls.dtype, device=ls.device)
+            for i in range(mu.shape[0]):
+                acc = []
+                for b in blocks:                     # one cache-sized block at a time
+                    sg, mb, lb = sig[i, b], mu[i, b], ls[i, b]
+                    torch.exp(lb, out=sg)
+                    for s in range(S):
+                        torch.addcmul(mb, sg, eps[rows[m], s, b], out=x[m, s, b])
+                    acc += [_sumsq(sg), _sumsq(mb), lb.sum()]
+                torch.sum(torch.stack(acc).view(-1, 3), 0, out=parts[m])
+                m += 1
+            sigs.append(sig)
+        kl = 0.5 * (parts[:, 0] + parts[:, 1] - n) - parts[:, 2]
         ctx.save_for_backward(eps, index, *mus, *sigs)
-        ctx.rows, ctx.n_pieces = rows, n_pieces
         return x, kl
 
     @staticmethod
@@ -76,24 +89,48 @@ class _ReparamKL(torch.autograd.Function):
         gmus, glss, m0 = [], [], 0
         for mu, sig in zip(mus, sigs):
             Mp = mu.shape[0]
-            gxp = gx[m0:m0 + Mp]
-            gs = gxp[:, 0] if S == 1 else gxp.sum(1)
-            if ctx.rows is None:
-                e = eps if index is None else eps[index]
-                ge = (gxp * e[m0:m0 + Mp]).sum(1)
-            else:
-                ge = torch.empty(gs.shape, dtype=gs.dtype, device=gs.device)
-                for i in range(Mp):
-                    u = ctx.rows[m0 + i]
-                    if S == 1:
-                        torch.mul(gxp[i, 0], eps[u, 0], out=ge[i])
-                    else:
-                        ge[i].copy_((gxp[i] * eps[u]).sum(0))
             gk = gkl[m0:m0 + Mp].view((Mp,) + (1,) * (mu.dim() - 1))
-            gmus.append(torch.addcmul(gs, mu, gk))
-            glss.append(ge.addcmul_(sig, gk).mul_(sig).sub_(gk))     # sigma (ge + gkl sigma) - gkl
+            if ctx.rows is None:
+                gxp = gx[m0:m0 + Mp]
+                e = (eps if index is None else eps[index])[m0:m0 + Mp]
+                gs = gxp[:, 0] if S == 1 else gxp.sum(1)
+                ge = (gxp * e).sum(1)
+                gmus.append(torch.addcmul(gs, mu, gk))
+                glss.append(ge.addcmul_(sig, gk).mul_(sig).sub_(gk))
+            else:
+                gmu, gls = torch.empty_like(sig), torch.empty_like(sig)
+                blocks = _blocks(tuple(mu.shape[1:]))
+                for i in range(Mp):
+                    m, u = m0 + i, ctx.rows[m0 + i]
+                    for b in blocks:
+                        gs = gx[m, 0, b] if S == 1 else gx[m, :, b].sum(0)
+                        torch.addcmul(gs, mu[i, b], gk[i], out=gmu[i, b])
+                        g = torch.mul(gx[m, 0, b], eps[u, 0, b], out=gls[i, b])
+                        for s in range(1, S):
+                            g.addcmul_(gx[m, s, b], eps[u, s, b])
+                        g.addcmul_(sig[i, b], gk[i]).mul_(sig[i, b]).sub_(gk[i])
+                gmus.append(gmu)
+                glss.append(gls)
             m0 += Mp
         return (None, None, None, *gmus, *glss)
+
+
+#: Elements per block of the per-model loops above (~0.5 MB of fp32 per stream: L2-sized).
+BLOCK = 1 << 17
+
+
+def _blocks(E: tuple) -> list:
+    """Slices of the leading axis of a model's shape E with about BLOCK elements each."""
+    rows = max(1, BLOCK // max(1, math.prod(E[1:])))
+    return [slice(r, min(E[0], r + rows)) for r in range(0, E[0], rows)]
+
+
+def _sumsq(t: torch.Tensor) -> torch.Tensor:
+    """sum t^2 (a BLAS dot when t is contiguous)."""
+    if t.is_contiguous():
+        v = t.view(-1)
+        return torch.dot(v, v)
+    return torch.linalg.vector_norm(t).square()
 
 
 def _rows(index, M, device):
