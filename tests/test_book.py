@@ -228,18 +228,20 @@ def test_page_renders_offline(page_path, server, browser_context):
                     const divs = document.querySelectorAll('.plotly-graph-div');
                     return divs.length > 0 && [...divs].every(d =>
                         d.classList.contains('js-plotly-plot') &&
-                        d.querySelectorAll('svg.main-svg .scatterlayer path, svg.main-svg .trace path').length > 0);
+                        d.querySelectorAll('svg.main-svg .scatterlayer path, svg.main-svg .trace path, '
+                                           + 'svg.main-svg .heatmaplayer image').length > 0);
                 }""", timeout=30_000)
             figures = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')].map(d =>
-                ({id: d.id, paths: d.querySelectorAll('svg.main-svg path').length,
+                ({id: d.id, paths: d.querySelectorAll('svg.main-svg path, svg.main-svg .heatmaplayer image').length,
                   inWidget: !!d.closest('.widget-output, .jupyter-widgets')}))""")
         if n_widget_views:
             page.wait_for_function(
                 "() => document.querySelectorAll('.jupyter-widgets.widget-container, "
-                ".widget-slider, .widget-button').length > 0", timeout=30_000)
+                ".widget-slider, .widget-button, .widget-dropdown').length > 0", timeout=30_000)
             widgets = page.evaluate("""() => ({
                 sliders: document.querySelectorAll('.widget-slider').length,
                 buttons: [...document.querySelectorAll('button.jupyter-button')].map(b => b.textContent.trim()),
+                dropdowns: document.querySelectorAll('.widget-dropdown select').length,
                 outputsWithFigure: document.querySelectorAll('.widget-output .js-plotly-plot').length,
             })""")
         if html.count("mjx-container") or "math notranslate" in html:
@@ -262,7 +264,7 @@ def test_page_renders_offline(page_path, server, browser_context):
     if expects_figure:
         assert figures and all(f["paths"] > 0 for f in figures), figures
     if n_widget_views:
-        assert widgets["sliders"] >= 1 or widgets["buttons"], widgets
+        assert widgets["sliders"] >= 1 or widgets["buttons"] or widgets["dropdowns"], widgets
         if page_path.endswith("01_vi_in_one_page.html"):
             assert widgets["sliders"] == 2 and "optimise" in widgets["buttons"], widgets
             assert widgets["outputsWithFigure"] == 1, widgets
