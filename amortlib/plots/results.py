@@ -27,6 +27,21 @@ def _band(g: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame({"mean": s.mean(), "lo": s.min(), "hi": s.max()}).reset_index()
 
 
+def _y_axis(m: pd.DataFrame, metric: str, log_y: bool) -> tuple[str, list]:
+    """Axis type and range for one unit: from the lowest seed-mean value to the typical value
+    at epoch 1, so a run that blows up leaves the frame instead of flattening every other curve.
+    A log axis only when every value is positive (the negative ELBO crosses zero when the
+    likelihood is a density above 1, e.g. a Gaussian with small sigma)."""
+    means = m.groupby(["config", "epoch"])[metric].mean()
+    lo = float(means.min())
+    hi = float(means.xs(means.index.get_level_values("epoch").min(), level="epoch").median())
+    hi = max(hi, lo + 1e-12)
+    if log_y and lo > 0:
+        return "log", [np.log10(lo) - 0.05, np.log10(hi) + 0.05]
+    pad = 0.05 * (hi - lo)
+    return "linear", [lo - pad, hi + pad]
+
+
 def _variant_label(unit_meta: dict) -> str:
     c = unit_meta["config"]
     return "Bernoulli" if c["likelihood"] == "bernoulli" else f"Gaussian σ={c['sigma']:g}"
@@ -34,19 +49,23 @@ def _variant_label(unit_meta: dict) -> str:
 
 def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | None = None,
            log_y: bool = True, title: str | None = None) -> go.Figure:
-    """``metric`` against epoch, log-log, one line + seed band per configuration, a dropdown
+    """``metric`` against epoch (log x; log y where the values allow), one line + seed band per
+    configuration, a dropdown
     over the dataset's likelihood settings. ``baselines``: {unit: y} drawn as a dashed line
     (e.g. the mean-image MSE)."""
     m = res["metrics"]
     m = m[(m["dataset"] == dataset) & ~m["diverged"]]
-    units = [u for u in res["meta"] if res["meta"][u]["config"]["dataset"] == dataset]
+    units = sorted((u for u in res["meta"] if res["meta"][u]["config"]["dataset"] == dataset),
+                   key=lambda u: (res["meta"][u]["config"]["likelihood"] != "gaussian",
+                                  res["meta"][u]["config"]["sigma"]))
     if m.empty or not units:
         raise ValueError(f"dataset={dataset!r} has no results in {res['folder']}")
     colours = colour_map(config_order(m))
-    fig, spans = go.Figure(), []
+    fig, spans, axes = go.Figure(), [], []
     for k, unit in enumerate(units):
         start = len(fig.data)
         mu = m[m["unit"] == unit]
+        axes.append(_y_axis(mu, metric, log_y))
         for cfg in config_order(mu):
             b = _band(mu[mu["config"] == cfg], metric)
             col, vis = colours[cfg], k == 0
@@ -65,11 +84,12 @@ def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | 
         vis = [False] * len(fig.data)
         for i in range(*spans[k]):
             vis[i] = True
-        buttons.append(dict(label=_variant_label(res["meta"][unit]), method="update", args=[{"visible": vis}]))
+        buttons.append(dict(label=_variant_label(res["meta"][unit]), method="update",
+                            args=[{"visible": vis}, {"yaxis.type": axes[k][0], "yaxis.range": axes[k][1]}]))
     fig.update_layout(
         title=title or f"{LABELS.get(metric, metric)}: {dataset}", template="plotly_white", height=430,
         xaxis=dict(type="log", title=LABELS["epoch"]),
-        yaxis=dict(type="log" if log_y else "linear", title=LABELS.get(metric, metric)),
+        yaxis=dict(type=axes[0][0], range=axes[0][1], title=LABELS.get(metric, metric)),
         legend=dict(orientation="v", x=1.02, y=1), margin=dict(t=80, r=10),
         updatemenus=[dict(buttons=buttons, direction="down", x=0, xanchor="left", y=1.16, yanchor="top")]
         if len(units) > 1 else [])
