@@ -118,23 +118,24 @@ class _EncodersFn(torch.autograd.Function):
                           for g in range(G)], 1).to(cdt)                 # [[W]; [b]]  [D + 1, T]
         xa = derived(x, ("x1", cdt), lambda t: torch.cat([t, torch.ones_like(t[:, :1])], 1).to(cdt))
         a = F.leaky_relu_(torch.mm(xa, w_in), SLOPE)                    # A = lrelu([x, 1] [W; b])
-        out = torch.empty(S * G, B, 2 * d, dtype=cdt, device=x.device)
+        mu, ls = (torch.empty(S * G, B, d, dtype=cdt, device=x.device) for _ in range(2))
         heads, off = [], 0
         for g, k in enumerate(widths):
             w_out, b_out = params[4 * g + 2], params[4 * g + 3]
             small = k < _SMALL and cdt != f32       # skinny matmuls: fp32 (MKL) beats bf16 there
-            wc = w_out if small else w_out.to(cdt)
+            wc, bc = (w_out, b_out) if small else (w_out.to(cdt), b_out.to(cdt))
             for s in range(S):
                 j, ak = g * S + s, a[:, off:off + k]
-                if small:
-                    out[j].copy_(torch.addmm(b_out[s], ak.to(f32), wc[s]))
-                else:
-                    torch.addmm(b_out[s].to(cdt), ak, wc[s], out=out[j])
+                for o, c in ((mu, slice(0, d)), (ls, slice(d, 2 * d))):   # contiguous outputs
+                    if small:
+                        o[j].copy_(torch.addmm(bc[s, c], ak.to(f32), wc[s, :, c]))
+                    else:
+                        torch.addmm(bc[s, c], ak, wc[s, :, c], out=o[j])
                 heads.append((off, k, wc[s], small))
                 off += k
         ctx.save_for_backward(x, a)
         ctx.heads, ctx.meta, ctx.f32 = heads, meta, f32
-        return out[..., :d].to(f32, copy=True), out[..., d:].to(f32, copy=True)
+        return mu.to(f32), ls.to(f32)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -143,22 +144,22 @@ class _EncodersFn(torch.autograd.Function):
         widths, S, d = ctx.meta
         B, D = x.shape
         cdt, f32 = a.dtype, ctx.f32
-        go = torch.empty(len(ctx.heads), B, 2 * d, dtype=cdt, device=a.device)
-        go[..., :d].copy_(gmu)
-        go[..., d:].copy_(gls)
+        g16 = (gmu.to(cdt), gls.to(cdt))                                   # contiguous casts
         g_b = torch.cat([gmu.sum(1), gls.sum(1)], 1)                       # [J, 2d]
         ga = torch.empty_like(a)
         g_w_out = [torch.empty(S, k, 2 * d, dtype=f32, device=a.device) for k in widths]
         for j, (off, k, w, small) in enumerate(ctx.heads):
             g, s = divmod(j, S)
-            ak = a[:, off:off + k]
+            ak, gak = a[:, off:off + k], ga[:, off:off + k]
+            gw = g_w_out[g][s]
             if small:
                 go32 = torch.cat([gmu[j], gls[j]], 1)
-                ga[:, off:off + k].copy_(torch.mm(go32, w.t()))
-                torch.mm(ak.to(f32).t(), go32, out=g_w_out[g][s])
-            else:
-                torch.mm(go[j], w.t(), out=ga[:, off:off + k])
-                g_w_out[g][s].copy_(torch.mm(ak.t(), go[j]))
+                gak.copy_(torch.mm(go32, w.t()))
+                torch.mm(ak.to(f32).t(), go32, out=gw)
+            else:      # dA = g_mu W_mu^T + g_ls W_ls^T, dW_out = A^T [g_mu, g_ls]
+                torch.mm(g16[0][j], w[:, :d].t(), out=gak).addmm_(g16[1][j], w[:, d:].t())
+                gw[:, :d].copy_(torch.mm(ak.t(), g16[0][j]))
+                gw[:, d:].copy_(torch.mm(ak.t(), g16[1][j]))
         gh = torch.ops.aten.leaky_relu_backward.grad_input(ga, a, SLOPE, True, grad_input=ga)
         xt = derived(x, ("x1t", cdt), lambda t: torch.cat([t, torch.ones_like(t[:, :1])], 1)
                      .to(cdt).t().contiguous())                         # [x, 1]^T  [D + 1, B]

@@ -97,9 +97,10 @@ def _autocast(device, precision):
       bfloat16 (AMX / tensor cores) with float32 master weights and Adam state, float32
       reductions of the ELBO (squared residuals, log-likelihood, both KLs), float32
       accumulation of the weight gradients across chunks, and the data entering the residual
-      exactly (see ``decoder_sse``). About 2.5x faster per epoch than fp32 at the paper scale
-      on a 2-core AMX Xeon, ~12x slower on a CPU without AMX/AVX512-BF16; final -ELBO and
-      MSE stay within the seed-to-seed spread of fp32 (tests/test_precision.py).
+      exactly (see ``decoder_sse``). About 2.4x faster per epoch than fp32 at the paper scale
+      on a 2-core AMX Xeon (benchmarks/README.md); without hardware bf16 it is slower, not
+      faster. Final -ELBO and MSE stay within the seed-to-seed spread of fp32
+      (tests/test_precision.py).
     """
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
