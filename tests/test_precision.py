@@ -59,3 +59,72 @@ def test_bf16_estimate_of_the_elbo_is_unbiased(runs):
     mean = pd.Series(torch.stack(diffs).mean(0).tolist(), index=[s.label for s in model.specs])
     per_config = mean.groupby(level=0).mean()
     assert (per_config.abs() < 0.3).all(), per_config.to_string()
+
+
+# ---- the fast paths are exact in float64 (so fp32 is plain fp32 arithmetic, reordered) ----
+
+def test_chunked_decoder_kernel_matches_autograd():
+    from amortlib.model import BayesianDecoder, decode
+    from amortlib.model.decoder import decoder_sse
+    g = torch.Generator().manual_seed(0)
+    dec = BayesianDecoder([0, 1, 2], 5, 7, 11)
+    th = (dec.m.detach().double() + 0.1 * torch.randn(3, dec.n_params, generator=g,
+                                                      dtype=torch.float64)).requires_grad_()
+    z = torch.randn(3, 13, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(13, 11, generator=g, dtype=torch.float64)
+    w = torch.randn(3, generator=g, dtype=torch.float64)
+    ref = (decode(dec.unflatten(th), z) - x).square().sum((1, 2))
+    g_ref = torch.autograd.grad((ref * w).sum(), (th, z))
+    for rows in (4, 5, 100):                                 # several chunks, uneven, one
+        out = decoder_sse(th, z, x, (5, 7, 11), rows=rows)
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(torch.autograd.grad((out * w).sum(), (th, z)), g_ref):
+            torch.testing.assert_close(a, b)
+    gz, = torch.autograd.grad((decoder_sse(th.detach(), z, x, (5, 7, 11), rows=4) * w).sum(), z)
+    torch.testing.assert_close(gz, g_ref[1])                 # q(theta) frozen: dz only
+    with torch.no_grad():
+        torch.testing.assert_close(decoder_sse(th, z, x, (5, 7, 11), rows=4), ref)
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_reparam_kl_matches_the_plain_formulas(S, monkeypatch):
+    import amortlib.model.gaussian as gauss
+    from amortlib.model import kl_std_normal
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    mu = [r(3, 5, 4).requires_grad_(), r(2, 1, 4).requires_grad_()]
+    ls = [(0.3 * r(3, 5, 4)).requires_grad_(), (0.3 * r(2, 1, 4)).requires_grad_()]
+    eps, idx = r(2, S, 5, 4), torch.tensor([0, 1, 0, 1, 1])
+    wx, wk = r(5, S, 5, 4), r(5)
+    pieces = lambda: ([mu[0], mu[1].expand(-1, 5, -1)], [ls[0], ls[1].expand(-1, 5, -1)])
+    m, s = (torch.cat(p) for p in pieces())
+    x_ref = m[:, None] + s.exp()[:, None] * eps[idx]
+    kl_ref = kl_std_normal(m, s).sum(-1)
+    g_ref = torch.autograd.grad((x_ref * wx).sum() + (kl_ref * wk).sum(), mu + ls)
+    for batched in (False, True):                 # the CPU loop, and the GPU's batched ops
+        if batched:
+            monkeypatch.setattr(gauss, "_rows", lambda index, M, device: None)
+        x, kl = gauss.reparam_kl(*pieces(), eps, idx)
+        torch.testing.assert_close(x, x_ref)
+        torch.testing.assert_close(kl, kl_ref)
+        for a, b in zip(torch.autograd.grad((x * wx).sum() + (kl * wk).sum(), mu + ls), g_ref):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_row_adam_is_sparse_adam(full):
+    from amortlib.train.stack import RowAdam
+    a = torch.nn.Parameter(torch.randn(50, 6, generator=torch.Generator().manual_seed(2)))
+    b = torch.nn.Parameter(a.detach().clone())
+    opt_a, opt_b = RowAdam([a], lr=1e-2), torch.optim.SparseAdam([b], lr=1e-2)
+    for t in range(20):
+        gen = torch.Generator().manual_seed(t)
+        idx = torch.randperm(50, generator=gen)[: 50 if full else 20]
+        w = torch.randn(len(idx), 6, generator=gen)
+        for p in (a, b):
+            p.grad = None
+            (torch.nn.functional.embedding(idx, p, sparse=True) * w).sum().backward()
+        opt_a.step()
+        opt_b.step()
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(a, torch.randn(50, 6, generator=torch.Generator().manual_seed(2)))
