@@ -21,10 +21,16 @@ def runs():
     cfg = SweepConfig(n_obs=300, n_test=100, z_dim=8, like_dim=32, widths=(1, 32), seeds=SEEDS,
                       epochs=200, eval_points=3, fit_steps=20, sigma=0.1, lr=1e-2, progress=False,
                       device="cpu")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = {p: run_sweep(cfg.replace(precision=p), x, xt, calibrate_steps=0) for p in ("fp32", "bf16")}
-    return out, x
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # small ops: 1 thread is fastest, and immune to OpenMP
+    try:                            # threads spinning for a core that other jobs hold
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = {p: run_sweep(cfg.replace(precision=p), x, xt, calibrate_steps=0)
+                   for p in ("fp32", "bf16")}
+        yield out, x
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_bf16_ends_within_the_seed_spread_of_fp32(runs):
