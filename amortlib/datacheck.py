@@ -11,11 +11,8 @@ import os
 import struct
 from pathlib import Path
 
-RAW_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-TV_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+from .data import RAW_FILES, TV_CLASS, data_root
+
 #: Where the official gzipped files are published (torchvision downloads from these).
 SOURCES = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -24,17 +21,6 @@ SOURCES = {
 #: Official sizes (the full sets); a smaller consistent file is fine, just smaller.
 OFFICIAL = {"train": 60000, "test": 10000}
 _MAGIC = {"images": 2051, "labels": 2049}
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``MNIST/raw`` and ``FashionMNIST/raw`` (same rule as ``amortlib.data``):
-    ``root``, else ``$AMORTLIB_DATA``, else ``~/.cache/amortlib/data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("AMORTLIB_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "amortlib" / "data"
 
 
 def _inspect(path: Path, kind: str):

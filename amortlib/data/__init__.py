@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from ..config import DATASETS
 
 #: torchvision class name and the raw files it reads, per dataset.
@@ -55,7 +53,8 @@ def load_split(dataset: str, split: str = "train", root=None) -> tuple[torch.Ten
     root = data_root(root)
     key = (str(root.resolve()), dataset, split)
     if key not in _CACHE:
-        import torchvision.datasets as tvd  # heavy import, only when data is needed
+        import torch  # heavy imports only when images are loaded (datacheck reads this module too)
+        import torchvision.datasets as tvd
 
         cls = getattr(tvd, TV_CLASS[dataset])
         missing = [p for p in _raw_paths(root, dataset, split) if not p.is_file()]
