@@ -7,7 +7,6 @@ The layout constants mirror ``amortlib.data`` (a test keeps them equal).
 """
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 

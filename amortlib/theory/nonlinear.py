@@ -31,12 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .scalar import ScalarData
+
 DTYPE = torch.float64
 LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
-class Nonlinear:
+class Nonlinear(ScalarData):
     """x_n ~ N(z_n + a sin(b z_n), sigma^2), z_n ~ N(0, 1)."""
 
     a: float = 0.225
@@ -54,19 +56,6 @@ class Nonlinear:
         z = torch.randn(n, generator=g, dtype=DTYPE)
         eps = torch.randn(n, generator=g, dtype=DTYPE)
         return {"x": self.f(z) + self.sigma * eps, "z": z}
-
-    def n_local(self, data: dict) -> int:
-        return int(data["x"].shape[0])
-
-    def inputs(self, data: dict, domain: str = "x") -> torch.Tensor:
-        """Encoder inputs [N, d]: x_n, or (x_n, x_{n+1}) with a cyclic neighbour (the data are
-        independent, so the neighbour carries no information about z_n)."""
-        x = data["x"]
-        if domain == "x":
-            return x[:, None]
-        if domain == "x,x_next":
-            return torch.stack([x, torch.roll(x, -1)], dim=1)
-        raise ValueError(f"inputs={domain!r} is invalid: expected 'x' or 'x,x_next'")
 
     def elbo_terms(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
         """ELBO_n, elementwise (broadcasting x against mu, log_sigma)."""

@@ -60,12 +60,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .scalar import ScalarData
+
 DTYPE = torch.float64
 LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
-class NormalNormal:
+class NormalNormal(ScalarData):
     """x_n ~ N(theta + tau z_n, sigma^2), z_n ~ N(0, 1), theta ~ N(0, prior_sd^2)."""
 
     tau: float = 1.5
@@ -84,19 +86,6 @@ class NormalNormal:
         eps = torch.randn(n, generator=g, dtype=DTYPE)
         x = self.theta_true + self.tau * z + self.sigma * eps
         return {"x": x, "z": z, "theta": torch.tensor(self.theta_true, dtype=DTYPE)}
-
-    def n_local(self, data: dict) -> int:
-        return int(data["x"].shape[0])
-
-    def inputs(self, data: dict, domain: str = "x") -> torch.Tensor:
-        """Encoder inputs [N, d]: x_n, or (x_n, x_{n+1}) with a cyclic neighbour (the data are
-        exchangeable, so the neighbour carries no information about z_n)."""
-        x = data["x"]
-        if domain == "x":
-            return x[:, None]
-        if domain == "x,x_next":
-            return torch.stack([x, torch.roll(x, -1)], dim=1)
-        raise ValueError(f"inputs={domain!r} is invalid: expected 'x' or 'x,x_next'")
 
     # ----------------------------------------------------------------------------- ELBO
     def elbo_sum(self, data: dict, mu: torch.Tensor, log_sigma: torch.Tensor,
