@@ -1,5 +1,7 @@
 """Maintainer helpers: sync a notebook from its Jupytext twin and execute it in place
-(outputs and widget state stored, for the book and the nbval regression tests).
+(outputs and widget state stored, for the book and the nbval regression tests). The results
+chapter reads the results committed with the book (``results/published/quick``, as the tests
+do) unless ``AMORTLIB_RESULTS`` says otherwise.
 
     python -m amortlib.devtools notebooks/04_experiment.py [...]
 """
@@ -10,10 +12,14 @@ from pathlib import Path
 
 
 def execute(py_path: str, timeout: int = 1800) -> Path:
+    import os
+
     import jupytext
     import nbclient
 
     py = Path(py_path)
+    published = Path(__file__).resolve().parent.parent / "results" / "published" / "quick"
+    os.environ.setdefault("AMORTLIB_RESULTS", str(published))   # the kernel inherits it
     nb = jupytext.read(py)
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",

@@ -278,6 +278,12 @@ def results_root() -> Path:
     return Path.cwd() / "results"
 
 
+def is_published(folder: Path) -> bool:
+    """Whether ``folder`` holds results committed with the book (``results/published/<profile>``),
+    as opposed to a reader's own run."""
+    return Path(folder).resolve().parent.name == "published"
+
+
 def newest_results(root: Path | None = None) -> Path:
     """The results folder to show: ``$AMORTLIB_RESULTS`` if set, else the most recently
     finished of ``results/<profile>`` and ``results/published/<profile>``."""

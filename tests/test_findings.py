@@ -34,3 +34,14 @@ def test_a_contradicting_table_stops_the_chapter(evidence):
     bad.loc[bad["config"] == "A-VI k=64", "gap_nats"] = 10.0   # A-VI now worse than F-VI
     with pytest.raises(ClaimError, match="better ELBO than F-VI"):
         check_claims(FINDINGS, bad)
+
+
+def test_a_rerun_of_one_dataset_supports_no_sentence_about_both(evidence):
+    mnist_only = evidence[evidence["dataset"] == "mnist"]
+    with pytest.raises(ClaimError) as err:
+        check_claims(FINDINGS, mnist_only)
+    assert "on both datasets" in str(err.value) and "[not checked: no rows for fashion_mnist]" in str(err.value)
+    text = check_claims(FINDINGS, mnist_only, strict=False)
+    supported = text.split("Not supported")[0]
+    assert "on both datasets" not in supported and "Fashion" not in supported
+    assert "At σ = 0.3 on MNIST" in supported        # what the MNIST units do show is still said

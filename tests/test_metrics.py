@@ -89,5 +89,21 @@ def test_claims_render_when_true_and_fail_loudly_when_false():
     flipped = table.assign(active_units=[16.0, 3.0])
     with pytest.raises(ClaimError, match="constant-VI uses no latent unit"):
         check_claims(claims, flipped)
-    with pytest.raises(ClaimError, match="could not evaluate"):
+    with pytest.raises(ClaimError, match="not checked"):
         check_claims(claims, table.rename(columns={"active_units": "au"}))
+    with pytest.raises(ClaimError, match="could not evaluate: ZeroDivisionError"):
+        check_claims([Claim("one over zero", lambda t: 1 / 0)], table)
+
+
+def test_claims_on_a_readers_rerun_list_the_unsupported_ones_instead_of_stopping():
+    table = pd.DataFrame(dict(config=["F-VI", "constant-VI"], active_units=[16.0, 3.0]))
+    claims = [Claim("constant-VI uses no latent unit",
+                    lambda t: t.set_index("config").loc["constant-VI", "active_units"] == 0),
+              Claim("F-VI uses at least 8 units", lambda t: t.set_index("config").loc["F-VI", "active_units"] >= 8),
+              Claim("A-VI uses 2 units", lambda t: t.set_index("config").loc["A-VI k=2", "active_units"] == 2)]
+    text = check_claims(claims, table, strict=False)
+    supported, _, unsupported = text.partition("Not supported by these results (2 of 3 statements)")
+    assert supported.strip(" \n*") == "- F-VI uses at least 8 units"
+    assert "- ✗ constant-VI uses no latent unit" in unsupported
+    assert "- ✗ A-VI uses 2 units [not checked: A-VI k=2]" in unsupported
+    assert check_claims(claims[1:2], table, strict=False) == "- F-VI uses at least 8 units"
