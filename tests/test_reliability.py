@@ -273,6 +273,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert [p.name for p in target.parent.iterdir()] == ["a.json"]
 
 
+def test_written_files_get_the_umask_permissions_not_the_temporary_0600(tmp_path):
+    from amortlib.results import atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_leftover_temporaries_are_cleaned_and_never_read(tmp_path):
     from amortlib.results import clean_partial_writes, unit_done
     units = tmp_path / "units"
