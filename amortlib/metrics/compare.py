@@ -96,13 +96,15 @@ def likelihood_label(likelihood: str, sigma: float) -> str:
 
 def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -> pd.DataFrame:
     """The likelihood-scale study: per dataset, likelihood setting and configuration, means over
-    the seeds that did not diverge (``seeds``; ``diverged`` counts the others) of the final
+    the seeds that did not diverge (``seeds``; ``diverged`` counts the others; a configuration
+    whose every seed diverged keeps its row, with no means) of the final
     negative ELBO, active units, train MSE relative to the mean image, test MSE (and relative),
     epochs to the three tolerances of ``convergence``, and the mean amortization gap on train
     and test images when ``gap`` (from ``amortlib.gap``) is given."""
     conv = convergence(res["metrics"], baselines(res), frac=frac)
     runs = res["runs"].merge(conv[RUN_KEYS + ["mse_train_rel", "epochs_to_abs", "epochs_to_rel", "epochs_to_elbo"]],
                              on=RUN_KEYS, how="left")
+    order = {c: i for i, c in enumerate(config_order(runs))}
     diverged = runs.loc[runs["diverged"].astype(bool), GROUP + ["config", "seed"]]
     runs = runs[~runs["diverged"].astype(bool)]
     test_base = baselines(res, "test")
@@ -115,7 +117,9 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
     out["seeds"] = g.size()
     out = out.reset_index()
     n_div = diverged.groupby(GROUP + ["config"]).size().rename("diverged").reset_index()
-    out = out.merge(n_div, on=GROUP + ["config"], how="left").fillna({"diverged": 0})
+    # outer: a configuration whose every seed diverged keeps its row (no means, seeds 0)
+    out = out.merge(n_div, on=GROUP + ["config"], how="outer").fillna({"diverged": 0, "seeds": 0})
+    out[["seeds", "diverged"]] = out[["seeds", "diverged"]].astype(int)
     if gap is not None and not gap.empty:
         ok = gap.merge(diverged.assign(_dead=True), on=GROUP + ["config", "seed"], how="left")
         ok = ok[ok["_dead"].isna()]
@@ -123,6 +127,5 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
             gt = ok[ok["split"] == split].groupby(GROUP + ["config"], dropna=False)["gap_mean"].mean()
             out = out.merge(gt.rename(f"gap_{split}").reset_index(), on=GROUP + ["config"], how="left")
     out.insert(1, "setting", [likelihood_label(l, s) for l, s in zip(out["likelihood"], out["sigma"])])
-    order = {c: i for i, c in enumerate(config_order(runs))}
     return out.sort_values(["dataset", "likelihood", "sigma", "config"],
                            key=lambda s: s.map(order) if s.name == "config" else s, ignore_index=True)
