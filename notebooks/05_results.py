@@ -53,7 +53,7 @@ Markdown(
     f"likelihood-scale study at the end. "
     + ("To produce the paper-scale results, run `amortlib sweep --profile paper` on a GPU "
        "(see the *How to run* page)." if profile != "paper" else
-       "The quick profile (`amortlib sweep --profile quick`) reproduces the study on a CPU in minutes.")
+       "The quick profile (`amortlib sweep --profile quick`) reproduces the study on a CPU (about 25 minutes on 2 cores).")
 )
 
 # %% [markdown]

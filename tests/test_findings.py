@@ -45,3 +45,19 @@ def test_a_rerun_of_one_dataset_supports_no_sentence_about_both(evidence):
     supported = text.split("Not supported")[0]
     assert "on both datasets" not in supported and "Fashion" not in supported
     assert "At σ = 0.3 on MNIST" in supported        # what the MNIST units do show is still said
+
+
+def test_a_configuration_whose_every_seed_diverged_keeps_its_row():
+    from amortlib.metrics.compare import study_table
+    res = load_results(PUBLISHED)
+    runs = res["runs"]
+    dead = (runs["config"] == "A-VI k=16") & (runs["dataset"] == "mnist") & (runs["sigma"] == 0.3) \
+        & (runs["likelihood"] == "gaussian")
+    assert dead.sum() == 3
+    res["runs"] = runs.assign(diverged=runs["diverged"] | dead)
+    t = study_table(res, gap=res["gap"])
+    row = t[(t["config"] == "A-VI k=16") & (t["dataset"] == "mnist") & (t["setting"] == "Gaussian σ=0.3")]
+    assert len(row) == 1
+    assert row[["seeds", "diverged"]].values.tolist() == [[0, 3]]
+    assert row[["neg_elbo", "mse_train_rel", "gap_train"]].isna().all(axis=None)
+    assert len(t) == len(study_table(load_results(PUBLISHED), gap=res["gap"]))

@@ -96,9 +96,11 @@ FINDINGS = [
                         for ds in t["dataset"].unique())
           and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"] + WIDE).eval("gap_test > gap_train"))),
     Claim("Training is not always stable at this learning rate (0.01, ten times the reference's, chosen so "
-          "that F-VI gets near its optimum within a CPU budget): on Fashion-MNIST, A-VI with k = 256 "
-          "diverged (NaN) in some seeds at σ = 0.1, and at σ = 1 wide encoders end more than 100 nats per "
-          "image behind F-VI. The paper profile uses the reference's 0.001.",
+          "that F-VI gets near its optimum within a CPU budget): on Fashion-MNIST, the widest encoder "
+          "(A-VI k = 256) diverged (NaN) in some seeds at σ = 0.1, and at σ = 1 and with the Bernoulli "
+          "likelihood it ends more than 100 nats per image behind F-VI. The paper profile uses the "
+          "reference's 0.001.",
           lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist")["diverged"] >= 1)
-          and _all(_rows(t, "Gaussian σ=1", WIDE, "fashion_mnist")["gap_nats"] > 100)),
+          and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "fashion_mnist")["gap_nats"] > 100)
+          and _all(_rows(t, "Bernoulli", ["A-VI k=256"], "fashion_mnist")["gap_nats"] > 100)),
 ]
