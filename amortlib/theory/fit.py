@@ -41,8 +41,8 @@ import torch.nn as nn
 from .nonlinear import Nonlinear
 from .normal_normal import NormalNormal
 from .saw import Saw
+from .scalar import DTYPE
 
-DTYPE = torch.float64
 MODELS = {"normal_normal": NormalNormal, "nonlinear": Nonlinear, "saw": Saw}
 FAMILIES = ("factorized", "amortized", "constant")
 INPUTS = ("x", "x,x_next")

@@ -31,10 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .scalar import ScalarData
-
-DTYPE = torch.float64
-LOG_2PI = math.log(2 * math.pi)
+from ..model.gaussian import LOG_2PI
+from .scalar import DTYPE, ScalarData
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPE = torch.float64
-LOG_2PI = math.log(2 * math.pi)
+from ..model.gaussian import LOG_2PI
+from .scalar import DTYPE
 
 
 @dataclass(frozen=True)

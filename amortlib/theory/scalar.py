@@ -1,8 +1,11 @@
 """What the models with one scalar observation x_n per latent z_n share: the number of local
-latents and the inputs an inference function may see."""
+latents and the inputs an inference function may see, and the precision of all theory code."""
 from __future__ import annotations
 
 import torch
+
+#: The theory examples compute in float64 (exact answers to compare against).
+DTYPE = torch.float64
 
 
 class ScalarData:
