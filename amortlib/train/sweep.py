@@ -25,6 +25,7 @@ from ..config import SweepConfig
 from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, mean_image_mse, mse,
                        time_to_tolerance)
 from ..model import DiagGaussian
+from ..objective import neg_elbo
 from .fit_local import fit_local, posterior_mean_recon
 from .stack import NoiseSource, StackedVAE
 
@@ -74,7 +75,6 @@ def train_step(model: StackedVAE, opts, x, idx, noise: NoiseSource, alive, cfg: 
     """One optimiser step for all models on batch ``idx``; returns (loss [M], alive [M])."""
     xb = x if len(idx) == len(x) else x[idx]
     eps_z, eps_t = noise.draw_streams(cfg.n_mc, len(idx), cfg.z_dim, model.decoder.n_params)
-    from ..objective import neg_elbo
     with _autocast(x.device, cfg.precision):
         q = model.q_z_parts(xb, idx)
         loss = neg_elbo(xb, q, model.decoder, model.likelihood, cfg.n_obs, eps_z, eps_t,
