@@ -17,9 +17,10 @@ def execute(py_path: str, timeout: int = 1800) -> Path:
     import jupytext
     import nbclient
 
+    from .results import results_root
+
     py = Path(py_path)
-    published = Path(__file__).resolve().parent.parent / "results" / "published" / "quick"
-    os.environ.setdefault("AMORTLIB_RESULTS", str(published))   # the kernel inherits it
+    os.environ.setdefault("AMORTLIB_RESULTS", str(results_root() / "published" / "quick"))  # the kernel inherits it
     nb = jupytext.read(py)
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",

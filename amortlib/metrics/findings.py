@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..config import DATASETS
 from .claims import Claim
 from .compare import GROUP, baselines, convergence, match_summary, study_table, RUN_KEYS
 
@@ -38,7 +39,7 @@ def _rows(t, setting, configs=None, dataset=None):
 
 def _both(rows):
     """``rows``, which must cover both datasets (for a sentence that says "on both datasets")."""
-    missing = {"mnist", "fashion_mnist"} - set(rows["dataset"])
+    missing = set(DATASETS) - set(rows["dataset"])
     if missing:
         raise KeyError(f"no rows for {', '.join(sorted(missing))}")
     return rows
