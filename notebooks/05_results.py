@@ -45,7 +45,7 @@ headline = VARIANTS.get(profile, [(cfg["likelihood"], cfg["sigma"])])[0]
 head_label = compare.likelihood_label(*headline)
 Markdown(
     f"**These results:** the `{profile}` profile ({res['folder'].name}): {cfg['n_obs']} training and "
-    f"{cfg['n_test']} test images per dataset, $d$ = {cfg['z_dim']}, decoder width {cfg['like_dim']}, "
+    f"{cfg['n_test']} test images per dataset, latent dimension d = {cfg['z_dim']}, decoder width {cfg['like_dim']}, "
     f"encoder widths {', '.join(map(str, cfg['widths']))}, seeds {', '.join(map(str, cfg['seeds']))}, "
     f"{cfg['epochs']} full-batch epochs of Adam (lr {cfg['lr']}), {len(res['meta'])} sweep units; "
     f"run on `{info['device_name']}` ({info['device']}, {info['precision']}, torch {info['torch']}). "
