@@ -163,14 +163,23 @@ class SweepConfig:
             _fail("progress", self.progress, "True or False")
 
     def _check_split_sizes(self):
-        """n_obs / n_test beyond the images on disk fail here, before any training. Reads only
-        the IDX headers; a folder without the files is left to the data loader (which may
-        download them, or says what is missing)."""
-        from .datacheck import split_count
+        """n_obs / n_test beyond the images on disk, or damaged data files, fail here, before
+        any training. Reads only the IDX headers; a folder without the files is left to the
+        data loader (which may download them, or says what is missing)."""
+        from .datacheck import TV_CLASS, data_root, inspect_split
 
         for name, split, what in [("n_obs", "train", "training"), ("n_test", "test", "test")]:
             value = getattr(self, name)
-            have, where = split_count(self.dataset, split, self.data_root)
+            try:
+                have, problems = inspect_split(self.dataset, split, self.data_root)
+            except OSError as err:
+                have, problems = None, [f"{err.filename}: unreadable ({err.strerror})"]
+            damaged = [p for p in problems if not p.endswith("missing") and "missing (" not in p]
+            if damaged:
+                _fail("data_root", str(data_root(self.data_root)),
+                      f"a folder with intact {self.dataset} {split} files, but {damaged[0]} "
+                      f"(`amortlib data check` says how to fix it)")
+            where = data_root(self.data_root) / TV_CLASS[self.dataset] / "raw"
             if have is not None and value > have:
                 _fail(name, value, f"an integer between 1 and {have}: the {self.dataset} {what} "
                                    f"split in {where} holds {have} images")
