@@ -9,7 +9,8 @@ times every seed) trained in ONE loop, one optimiser step for all of them.
         at ~100 log-spaced epochs: neg-ELBO, train/test MSE at the posterior means
 
 A model whose loss turns NaN or infinite is marked diverged (with its epoch) and no longer
-logged; the others train on unaffected, since no operation mixes models.
+logged; the others train on unaffected, since no operation mixes models. A model whose finite
+loss runs away is marked ``blew_up`` (``amortlib.metrics.blowups``); both are left out of means.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import torch
 
 from .. import data
 from ..config import SweepConfig
-from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, mean_image_mse, mse,
-                       time_to_tolerance)
+from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, mark_blowups, mean_image_mse,
+                       mse, time_to_tolerance)
 from ..model import DiagGaussian
 from ..objective import neg_elbo
 from .fit_local import fit_local, posterior_mean_recon
@@ -244,6 +245,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     metrics["width"] = metrics["width"].astype("Int64")
     runs = final_runs(model, metrics, x, xt, fvi_test, cfg)
+    metrics, runs = mark_blowups(metrics, runs)
     info = dict(device=str(device), device_name=_device_name(device), precision=cfg.precision,
                 torch=torch.__version__, python=platform.python_version(), n_models=M,
                 train_seconds=train_s, eval_seconds=t_eval, sec_per_epoch_alone=sec_per_epoch,
