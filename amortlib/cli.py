@@ -36,7 +36,7 @@ def _build() -> argparse.ArgumentParser:
                     "where it stopped. Options left out take the profile's value.",
         epilog="Example: amortlib sweep --profile quick --dataset mnist --widths 1 16 --seeds 0 1")
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                   help="quick: both datasets on a CPU in minutes; paper: the reference's scale, for a GPU; "
+                   help="quick: both datasets on a CPU in minutes; paper: Margossian & Blei's scale, for a GPU; "
                         "test: tiny (default: quick)")
     s.add_argument("--dataset", nargs="+", choices=DATASETS, help="default: both")
     s.add_argument("--widths", nargs="+", type=int, metavar="K", help="encoder widths of A-VI")

@@ -284,6 +284,7 @@ dividend_figure(cost)
 # training and more data change the encoders' generalisation and hence the test gaps. The
 # amortization gap is measured against each model's *own* decoder, which was trained together
 # with its encoder. $q^*$ is a local optimum found from the encoder's output (from the prior,
-# F-VI ends within about a nat of it here). $\log p_n$ is a lower bound, so the
-# approximation gaps are upper estimates; and with $\theta$ drawn from $q(\theta)$ rather than
-# fixed, they also include what a $q(z_n)$ that cannot depend on $\theta$ must miss.
+# F-VI ends within about a nat of it here). $\mathrm{IWAE}_{5000}$ is a lower bound on
+# $\log p_n$, so the approximation gaps are under-estimates (as is the inference gap); and
+# with $\theta$ drawn from $q(\theta)$ rather than fixed, they also include what a $q(z_n)$
+# that cannot depend on $\theta$ must miss.
