@@ -87,7 +87,9 @@ def test_engine_elbo_at_the_optimum_equals_the_closed_form(anchor):
 def test_engine_fvi_fitter_reaches_the_optimum(anchor):
     row = _row(anchor[2], "ELBO reached by F-VI")
     assert -0.05 < row.difference <= 1e-9, row                 # nothing beats the optimum
-    assert anchor[3]["fit"].converged == [True]
+    fit, reached = anchor[3]["fits"]["fit_q"]
+    assert fit.converged == [True]
+    assert torch.all(reached <= anchor[3]["elbo_star"] + 1e-9)     # per image too
 
 
 def test_gap_code_gives_zero_for_the_ideal_encoder_and_the_closed_form_for_a_wrong_one(anchor):
