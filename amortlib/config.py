@@ -106,6 +106,7 @@ class SweepConfig:
     # training
     epochs: int = 1000
     lr: float = 1e-3
+    local_lr: float | None = None  # Adam lr of F-VI's per-image (mu_n, log sigma_n); None: lr
     weight_decay: float = 0.0     # L2 penalty added by Adam: changes the objective; off by default
     batch_size: int | None = None  # None: full batch
     n_mc: int = 1                 # Monte Carlo samples S of the expected log-likelihood
@@ -149,6 +150,11 @@ class SweepConfig:
         self.seeds = _int_tuple("seeds", self.seeds, 0)
         self.epochs = _int("epochs", self.epochs, 1)
         self.lr = _real("lr", self.lr)
+        if self.local_lr is not None:
+            if isinstance(self.local_lr, bool) or not isinstance(self.local_lr, Real) \
+                    or not math.isfinite(self.local_lr) or not self.local_lr > 0:
+                _fail("local_lr", self.local_lr, "a number > 0, or None (the same as lr)")
+            self.local_lr = float(self.local_lr)
         self.weight_decay = _real("weight_decay", self.weight_decay, positive=False, nonneg=True)
         if self.batch_size is not None:
             self.batch_size = _int("batch_size", self.batch_size, 1)
