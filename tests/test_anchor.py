@@ -26,15 +26,12 @@ N_IMAGES = 100
 
 
 @pytest.fixture(scope="module")
-def anchor():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def anchor(one_thread):
     x_fit = data.load("mnist", "train", 1000)
     ppca = PPCA.fit(x_fit, 16).rotated(0)
     x = x_fit[:N_IMAGES].double()
     table, details = compare(ppca, x)
-    yield ppca, x, table.set_index("quantity"), details
-    torch.set_num_threads(before)
+    return ppca, x, table.set_index("quantity"), details
 
 
 def _row(table, start):

@@ -19,12 +19,7 @@ from amortlib.train.audit import (local_gradient, losses_plateau, plateau, refin
 N_SE = 3.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**over):

@@ -17,13 +17,7 @@ from amortlib.train import run_sweep
 N_SE = 3.0   # "up to Monte Carlo error": estimates may fall this many standard errors short
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: fast on a shared CPU, and the same numbers on every run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- exact model
