@@ -37,7 +37,7 @@ def _build() -> argparse.ArgumentParser:
                     "where it stopped. Options left out take the profile's value.",
         epilog="Example: amortlib sweep --profile quick --dataset mnist --widths 1 16 --seeds 0 1")
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                   help="quick: both datasets on a CPU in minutes; paper: the reference's scale, for a GPU; "
+                   help="quick: both datasets on a CPU in minutes; paper: Margossian & Blei's scale, for a GPU; "
                         "test: tiny (default: quick)")
     s.add_argument("--dataset", nargs="+", choices=DATASETS, help="default: both")
     s.add_argument("--widths", nargs="+", type=int, metavar="K", help="encoder widths of A-VI")
@@ -49,6 +49,8 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--z-dim", type=int, dest="z_dim", metavar="D", help="latent dimension")
     s.add_argument("--like-dim", type=int, dest="like_dim", metavar="H", help="decoder hidden width")
     s.add_argument("--lr", type=float, help="Adam learning rate")
+    s.add_argument("--local-lr", type=float, dest="local_lr", metavar="LR",
+                   help="Adam learning rate of F-VI's per-image q(z_n) (default: --lr)")
     s.add_argument("--batch-size", type=int, dest="batch_size", metavar="B", help="default: full batch")
     s.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="sweep only this likelihood (default: the profile's likelihood settings)")
@@ -140,7 +142,7 @@ def _variants(args):
 def _sweep(args) -> int:
     from . import runner
     names = ["widths", "seeds", "families", "epochs", "n_obs", "n_test", "z_dim", "like_dim", "lr",
-             "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
+             "local_lr", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything

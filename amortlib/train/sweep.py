@@ -139,7 +139,7 @@ def calibrate(cfg: SweepConfig, x: torch.Tensor, device, steps: int = 3) -> dict
             continue
         c = cfg.replace(families=(fam,), widths=(w,) if w else (), seeds=cfg.seeds[:1], progress=False)
         model = StackedVAE(c).to(device)
-        opts = model.optimizers(c.lr)
+        opts = model.optimizers(c.lr, c.weight_decay, c.local_lr)
         noise = NoiseSource(model.seeds, device, offset=99)
         alive = torch.ones(1, dtype=torch.bool, device=device)
         gen = torch.Generator().manual_seed(c.data_seed)
@@ -186,7 +186,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     xt = model.likelihood.prepare(x_test.to(device))
     sec_per_epoch = calibrate(cfg, x, device, calibrate_steps) if calibrate_steps else {}
 
-    opts = model.optimizers(cfg.lr, cfg.weight_decay)
+    opts = model.optimizers(cfg.lr, cfg.weight_decay, cfg.local_lr)
     noise = NoiseSource(model.seeds, device)
     order = torch.Generator().manual_seed(cfg.data_seed)
     M = model.n_models
