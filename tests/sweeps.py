@@ -32,9 +32,18 @@ def env(**extra):
     return e
 
 
+def _as_from_a_terminal():
+    """In the child: SIGINT at its default, as for a command typed at a terminal. A test run
+    from a background job (``cmd &`` in a script, some CI runners) inherits SIGINT *ignored*,
+    and Python then installs no KeyboardInterrupt handler: the sweep would rightly ignore the
+    test's Ctrl-C, as any background job does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(out: Path, extra=()) -> subprocess.Popen:
     return subprocess.Popen([AMORTLIB, *SWEEP, *extra, "--out", str(out)], env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def run(args, timeout=TIMEOUT) -> subprocess.CompletedProcess:
