@@ -131,12 +131,12 @@ def test_report_prints_tables_and_diverged_runs(results_dir, capsys):
     assert code == 0, err
     assert "== mnist-gaussian-s0.5" in out and "== fashion_mnist-gaussian-s0.5" in out
     assert out.count("diverged") >= 2                                  # the column, per unit
-    assert "1 diverged run(s)" in out and "A-VI k=2 seed 1: diverged at epoch 5" in out
+    assert "1 run(s) diverged or blew up" in out and "A-VI k=2 seed 1: diverged at epoch 5" in out
     mnist_table = out.split("== mnist-gaussian-s0.5")[1]
     row = next(line for line in mnist_table.splitlines() if line.strip().startswith("A-VI k=2"))
-    assert row.split()[-1] == "1"                                       # the diverged count
+    assert row.split()[-2:] == ["1", "0"]                               # diverged, blew up
     fashion = out.split("== fashion_mnist-gaussian-s0.5")[1].split("==")[0]
-    assert "diverged run(s)" not in fashion
+    assert "diverged or blew up" not in fashion
 
 
 def test_summary_table_counts_diverged_runs(results_dir):
