@@ -61,6 +61,14 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--data-root", dest="data_root", metavar="DIR", help="default: $AMORTLIB_DATA or the user cache")
     s.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<profile>)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars (finished units are still listed)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one unit after another on this machine (default); ray: every unit as a task "
+                        "on a Ray cluster (pip install 'amortlib[ray]')")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379 or auto "
+                        "(default: $RAY_ADDRESS, else a new Ray instance on this machine)")
+    s.add_argument("--cpus-per-unit", type=int, dest="cpus_per_unit", default=1, metavar="N",
+                   help="CPUs Ray reserves for each unit (--executor ray; default 1)")
 
     r = sub.add_parser("report", help="print summary tables of existing results",
                        description="Per unit, the mean and standard deviation over seeds of the final metrics of "
@@ -126,7 +134,8 @@ def _sweep(args) -> int:
     out = args.out or runner.default_out(args.profile)
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        runner.run(units, out, progress=not args.no_progress)
+        runner.run(units, out, progress=not args.no_progress, executor=args.executor, address=args.address,
+                   cpus_per_unit=args.cpus_per_unit)
     except runner.SweepLocked as err:
         print(f"amortlib sweep: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_LOCKED

@@ -306,11 +306,21 @@ def _failure(err, unit: str, kept: Path) -> UnitFailed:
     return UnitFailed(f"unit {unit} failed{where}: {ename}: {evalue} (executed notebook kept in {kept})")
 
 
-def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None) -> list[str]:
+def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None,
+        executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> list[str]:
     """Execute every unit not already finished in ``out``; returns the units run now.
 
-    Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
+    ``executor``: ``"local"`` (one unit after another in this process's kernel) or ``"ray"``
+    (units as tasks on the Ray cluster at ``address``, ``cpus_per_unit`` CPUs each; see
+    ``amortlib.ray_executor``). Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
     notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor={executor!r} is invalid: expected 'local' or 'ray'")
+    if executor == "ray":
+        from .ray_executor import require_ray
+        require_ray(cpus_per_unit, address)
+    elif address is not None:
+        raise ValueError(f"address={address!r} is invalid with executor='local': expected no address")
     out = Path(out).resolve()   # papermill chdirs to the notebook folder while it executes
     if progress_every is None:
         progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))
@@ -350,6 +360,9 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
         skipped = len(units) - len(todo)
         if skipped:
             log(f"{skipped} of {len(units)} units already finished in {out}: skipped")
+        if executor == "ray" and todo:
+            from .ray_executor import run_units
+            return run_units(todo, out, progress, log, address, cpus_per_unit)
         notebook = experiment_notebook() if todo else None
         display = _Display(len(units), skipped, [_weight(c) for _, c in todo], progress, log, progress_every)
         done = []
