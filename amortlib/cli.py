@@ -132,6 +132,7 @@ def _sweep(args) -> int:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything
     out = args.out or runner.default_out(args.profile)
+    _say_split_limits(units)
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
         runner.run(units, out, progress=not args.no_progress, executor=args.executor, address=args.address,
@@ -152,9 +153,21 @@ def _sweep(args) -> int:
     return _report(argparse.Namespace(results=out))
 
 
+def _say_split_limits(units) -> None:
+    """One line per dataset whose split holds fewer images than the profile asks for."""
+    from .config import describe_split_limits
+    seen = set()
+    for _, cfg in units:
+        limits = cfg.split_limits()
+        if limits and cfg.dataset not in seen:
+            seen.add(cfg.dataset)
+            print(f"{cfg.dataset}: {describe_split_limits(limits, cfg.profile)}")
+
+
 def _report(args) -> int:
     import pandas as pd
 
+    from .config import describe_split_limits
     from .metrics import summary_table
     from .results import load_results, newest_results
 
@@ -171,9 +184,11 @@ def _report(args) -> int:
         for unit, g in runs.groupby("unit", sort=True):
             meta = res["meta"][unit]
             info, cfg = meta["info"], meta["config"]
+            limits = describe_split_limits(info.get("split_limits") or {}, cfg.get("profile", "?"))
             print(f"\n== {unit}  ({cfg.get('profile', '?')} profile, {info.get('device_name', '?')}, "
                   f"{info.get('precision', '?')}, {cfg.get('epochs', '?')} epochs, "
-                  f"mean-image MSE train {info.get('mean_image_mse_train', float('nan')):.4f})")
+                  f"mean-image MSE train {info.get('mean_image_mse_train', float('nan')):.4f}"
+                  + (f"; {limits}" if limits else "") + ")")
             table = summary_table(g)
             print(table[[c for c in cols if c in table]].to_string(index=False))
             div = g[g["diverged"].astype(bool)]

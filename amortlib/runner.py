@@ -35,7 +35,9 @@ from .experiment import PROGRESS_ENV, read_progress, unit_name
 #: form the likelihood-scale study (does the latent get used at all?).
 VARIANTS = {
     "quick": [("gaussian", 0.1), ("gaussian", 0.3), ("gaussian", 1.0), ("bernoulli", 1.0)],
-    "paper": [("gaussian", 1.0)],
+    # sigma = 0.1 (sharp), sigma^2 = 1/2 (the reference's loss: squared error with weight 1,
+    # i.e. 1 / (2 sigma^2) = 1), and Bernoulli
+    "paper": [("gaussian", 0.1), ("gaussian", 0.5 ** 0.5), ("bernoulli", 1.0)],
     "test": [("gaussian", 0.3)],
 }
 EXPERIMENT = Path(__file__).resolve().parent.parent / "notebooks" / "04_experiment.ipynb"
