@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -137,11 +139,15 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
     kw = dict(log_to_driver=False, logging_level=logging.WARNING)
     if address is None and not os.environ.get("RAY_ADDRESS"):
         kw.update(include_dashboard=False)
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ValueError(f"address={address!r} is invalid: no Ray cluster reachable there "
                          f"({' '.join(str(err).split())[:200]})") from None
+    finally:   # ray.init replaces the SIGTERM handler by sys.exit: keep the caller's (the CLI's)
+        if threading.current_thread() is threading.main_thread() and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     pending, done = {}, []
     try:
         cluster = ray.cluster_resources()

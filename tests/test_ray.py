@@ -248,6 +248,30 @@ def _training_kernel(node: subprocess.Popen):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupting_the_driver_cancels_the_units_in_flight(cluster, tmp_path, sig):
+    out = tmp_path / "ray-interrupted"
+    p = _sweep(out, "--executor", "ray", "--address", cluster.address)
+    try:
+        kernel = _wait_for(lambda: _training_kernel(cluster.head) or _training_kernel(cluster.node2),
+                           "a unit training", procs=[p])
+        os.kill(p.pid, sig)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert p.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (f"amortlib sweep: interrupted; the finished units are kept in {out}: "
+                                               f"rerun the same command to resume")
+    # the cancelled task's worker is killed; its kernel notices its parent's death and exits
+    _wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE,
+              "the interrupted unit's kernel to exit", timeout=60)
+    done = {m.name[: -len(".json")] for m in (out / "units").glob("*.json")} if (out / "units").exists() else set()
+    assert len(done) < len(UNITS) and not (out / ".sweep.pid").exists()
+
+
+@pytest.mark.slow
 def test_a_node_killed_mid_unit_loses_nothing(cluster, local, tmp_path):
     out = tmp_path / "ray-killed"
     p = _sweep(out, "--executor", "ray", "--address", cluster.address)
