@@ -76,9 +76,11 @@ def _checkpoint(model, x, xt, cfg, steps, device):
 
 
 def measure(args, precision: str) -> dict:
+    # fit_steps=20 in the run itself (its own last checkpoint, not timed); the checkpoints are
+    # timed below with the profile's fit_steps
     cfg = SweepConfig.from_profile("paper", dataset=args.dataset, seeds=tuple(range(args.seeds)),
                                    epochs=args.epochs, eval_points=2, precision=precision,
-                                   device=args.device, progress=False)
+                                   device=args.device, progress=False, fit_steps=20)
     device = resolve_device(cfg.device)
     x = data.load(cfg.dataset, "train", cfg.n_obs, cfg.data_root)
     xt = data.load(cfg.dataset, "test", cfg.n_test, cfg.data_root)
@@ -89,8 +91,8 @@ def measure(args, precision: str) -> dict:
     clean = [ends[e] - ends[e - 1] for e in range(2, cfg.epochs + 1) if e - 1 not in checkpoints]
     model, xp, xtp = result.model, result.model.likelihood.prepare(x.to(device)), result.x_test
     out = dict(models=model.n_models, n_obs=cfg.n_obs, train=statistics.median(clean), clean_epochs=len(clean),
-               check=_checkpoint(model, xp, xtp, cfg, max(1, cfg.fit_steps // 20), device),
-               final=_checkpoint(model, xp, xtp, cfg, cfg.fit_steps, device),
+               check=_checkpoint(model, xp, xtp, cfg, max(1, PAPER.fit_steps // 20), device),
+               final=_checkpoint(model, xp, xtp, cfg, PAPER.fit_steps, device),
                calib=_timed(lambda: calibrate(cfg, xp, device, 3), device)[0])
     # the gap table at two step limits: the difference is the cost of its fit steps alone
     runs = []

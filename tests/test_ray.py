@@ -19,10 +19,12 @@ import psutil
 import pytest
 
 from test_config import DATA
+from test_reliability import _finish as _finish_sweep
 
 BIN = Path(sys.executable).parent
 # the quick profile's 4 likelihood settings on MNIST, tiny: 4 units of a few seconds of training
-SWEEP = ["sweep", "--profile", "quick", "--dataset", "mnist", "--epochs", "150", "--widths", "2",
+# (long enough to be seen training: the progress file is written every 0.5 s)
+SWEEP = ["sweep", "--profile", "quick", "--dataset", "mnist", "--epochs", "300", "--widths", "2",
          "--seeds", "0", "1", "--n-obs", "100", "--n-test", "20", "--z-dim", "4", "--like-dim", "16",
          "--fit-steps", "10", "--eval-points", "5"]
 UNITS = ["mnist-bernoulli", "mnist-gaussian-s0.1", "mnist-gaussian-s0.3", "mnist-gaussian-s1"]
@@ -149,13 +151,9 @@ def _sweep(out: Path, *extra) -> subprocess.Popen:
 
 
 def _finish(p: subprocess.Popen, timeout=TIMEOUT):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        pytest.fail(f"sweep still running after {timeout} s:\n{out}\n{err}")
-    assert p.returncode == 0, f"exit {p.returncode}:\n{out}\n{err}"
+    """The sweep's stdout, once it has exited 0."""
+    code, out, err = _finish_sweep(p, timeout)
+    assert code == 0, f"exit {code}:\n{out}\n{err}"
     return out
 
 
