@@ -131,7 +131,7 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
     (None: ``$RAY_ADDRESS``, else a new Ray instance on this machine) and write each finished
     one into ``out``; returns the units written, in the order they finished. The caller holds
     ``out``'s lock. Raises ``UnitFailed`` as the local runner does."""
-    from .runner import UnitFailed, _failure, _notebook_params, experiment_notebook
+    from .runner import UnitFailed, _failure, _notebook_params, _signals_deferred, experiment_notebook
     from .results import ResultsError, unit_done
 
     ray = require_ray(cpus_per_unit)
@@ -176,7 +176,8 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
                                      f"{' '.join(str(err).split())[:500]}") from None
                 if "failed" in res:
                     raise _kept_failure(out, unit, res, _failure)
-                write_unit(out, unit, res["files"], res["node"])
+                with _signals_deferred():         # a unit's files are written whole
+                    write_unit(out, unit, res["files"], res["node"])
                 if not unit_done(out, unit):
                     raise ResultsError(f"the experiment notebook finished {unit} but wrote no results to {out}")
                 done.append(unit)

@@ -18,8 +18,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from test_config import DATA
-from test_reliability import _finish as _finish_sweep
+from sweeps import assert_clean, env, finish, frames, wait_for
 
 BIN = Path(sys.executable).parent
 # the quick profile's 4 likelihood settings on MNIST, tiny: 4 units of a few seconds of training
@@ -28,7 +27,6 @@ SWEEP = ["sweep", "--profile", "quick", "--dataset", "mnist", "--epochs", "300",
          "--seeds", "0", "1", "--n-obs", "100", "--n-test", "20", "--z-dim", "4", "--like-dim", "16",
          "--fit-steps", "10", "--eval-points", "5"]
 UNITS = ["mnist-bernoulli", "mnist-gaussian-s0.1", "mnist-gaussian-s0.3", "mnist-gaussian-s1"]
-TIMING = ["wall_s", "sweep_wall_s", "seconds_to_tol"]
 TIMEOUT = 400
 # the head notices a dead node within a few seconds, not the default ~30 s
 FAST_HEALTH_CHECK = dict(RAY_health_check_initial_delay_ms="1000", RAY_health_check_period_ms="1000",
@@ -36,29 +34,15 @@ FAST_HEALTH_CHECK = dict(RAY_health_check_initial_delay_ms="1000", RAY_health_ch
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMORTLIB_", "RAY_"))}
-    env.update(AMORTLIB_DATA=DATA, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    return env
+    """The tests' sweep environment (one thread, the data), without the caller's Ray settings."""
+    e = env(**extra)
+    return {k: v for k, v in e.items() if not k.startswith("RAY_") or k in extra}
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for(cond, what, timeout=TIMEOUT, procs=()):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        for p in procs:
-            if p.poll() is not None:
-                out, err = p.communicate()
-                pytest.fail(f"{p.args[:3]} ended (exit {p.returncode}) before {what}:\n{out}\n{err}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def _stop(p: subprocess.Popen, grace=5.0):
@@ -120,7 +104,7 @@ class Cluster:
                 got = json.loads(r.stdout.strip().splitlines()[-1])
                 return got if got[0] == n else None
             return None
-        return _wait_for(ready, f"{n} live Ray node(s)", timeout=180, procs=[self.head])[1]
+        return wait_for(ready, f"{n} live Ray node(s)", self.head, timeout=180)[1]
 
     def stop(self):
         for p in (getattr(self, "node2", None), self.head):
@@ -152,7 +136,7 @@ def _sweep(out: Path, *extra) -> subprocess.Popen:
 
 def _finish(p: subprocess.Popen, timeout=TIMEOUT):
     """The sweep's stdout, once it has exited 0."""
-    code, out, err = _finish_sweep(p, timeout)
+    code, out, err = finish(p, timeout)
     assert code == 0, f"exit {code}:\n{out}\n{err}"
     return out
 
@@ -169,11 +153,10 @@ def local(tmp_path_factory):
 
 
 def _frames(folder: Path):
+    """Metrics, runs (timing aside) and gap tables of a results folder, validated; its records."""
     from amortlib.results import load_results
-    res = load_results(folder)                        # validates: schema, no duplicate keys
-    key = ["dataset", "likelihood", "sigma", "config", "seed"]
-    m = res["metrics"].drop(columns=TIMING, errors="ignore").sort_values(key + ["epoch"]).reset_index(drop=True)
-    r = res["runs"].drop(columns=TIMING, errors="ignore").sort_values(key).reset_index(drop=True)
+    m, r = frames(folder)
+    res = load_results(folder)
     g = res["gap"].sort_values(["unit", "config", "seed", "split"]).reset_index(drop=True)
     return dict(metrics=m, runs=r, gap=g), res["meta"]
 
@@ -251,8 +234,8 @@ def test_interrupting_the_driver_cancels_the_units_in_flight(cluster, tmp_path, 
     out = tmp_path / "ray-interrupted"
     p = _sweep(out, "--executor", "ray", "--address", cluster.address)
     try:
-        kernel = _wait_for(lambda: _training_kernel(cluster.head) or _training_kernel(cluster.node2),
-                           "a unit training", procs=[p])
+        kernel = wait_for(lambda: _training_kernel(cluster.head) or _training_kernel(cluster.node2),
+                          "a unit training", p)
         os.kill(p.pid, sig)
         stdout, stderr = p.communicate(timeout=120)
     finally:
@@ -263,10 +246,10 @@ def test_interrupting_the_driver_cancels_the_units_in_flight(cluster, tmp_path, 
     assert stderr.strip().splitlines()[-1] == (f"amortlib sweep: interrupted; the finished units are kept in {out}: "
                                                f"rerun the same command to resume")
     # the cancelled task's worker is killed; its kernel notices its parent's death and exits
-    _wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE,
-              "the interrupted unit's kernel to exit", timeout=60)
-    done = {m.name[: -len(".json")] for m in (out / "units").glob("*.json")} if (out / "units").exists() else set()
-    assert len(done) < len(UNITS) and not (out / ".sweep.pid").exists()
+    wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE,
+             "the interrupted unit's kernel to exit", timeout=60)
+    assert_clean(out)                   # whole units only, nothing of the cancelled ones
+    assert len(list((out / "units").glob("*.json"))) < len(UNITS)
 
 
 @pytest.mark.slow
@@ -274,7 +257,7 @@ def test_a_node_killed_mid_unit_loses_nothing(cluster, local, tmp_path):
     out = tmp_path / "ray-killed"
     p = _sweep(out, "--executor", "ray", "--address", cluster.address)
     try:
-        kernel = _wait_for(lambda: _training_kernel(cluster.node2), "a unit training on node 2", procs=[p])
+        kernel = wait_for(lambda: _training_kernel(cluster.node2), "a unit training on node 2", p)
         progress_file = kernel.environ()["AMORTLIB_PROGRESS_FILE"]    # in the unit's temp folder
         victim = next(u for u in UNITS if f"amortlib-{u}-" in progress_file)
         os.killpg(cluster.node2.pid, signal.SIGKILL)   # the node: its raylet, its workers
@@ -288,4 +271,5 @@ def test_a_node_killed_mid_unit_loses_nothing(cluster, local, tmp_path):
     for unit in UNITS:
         assert stdout.count(f"finished {unit} on ") == 1, stdout
     meta = _assert_same_results(out, local())
+    assert_clean(out)
     assert meta[victim]["info"]["ray_node_id"] == cluster.head_id, "the lost unit reruns on the live node"
