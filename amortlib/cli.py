@@ -156,6 +156,7 @@ def _sweep(args) -> int:
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything
+    runner.check_executor(args.executor, args.address, args.cpus_per_unit)
     out = runner.check_out(args.out or runner.default_out(args.profile))  # usable folder, or exit 2
     _say_split_limits(units)
     try:

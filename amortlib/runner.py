@@ -88,6 +88,18 @@ def default_out(profile: str) -> Path:
     return results_root() / profile
 
 
+def check_executor(executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> None:
+    """The executor options of ``run``, checked before anything is written: a ``ValueError``
+    naming the bad one (for Ray: installed, and a ``host:port`` address that answers)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor={executor!r} is invalid: expected 'local' or 'ray'")
+    if executor == "ray":
+        from .ray_executor import require_ray
+        require_ray(cpus_per_unit, address)
+    elif address is not None:
+        raise ValueError(f"address={address!r} is invalid with executor='local': expected no address")
+
+
 def check_out(out) -> Path:
     """The results folder ``out``, checked before anything trains: a ``ValueError`` naming it
     when it is a file or cannot be written (a read-only file system, no permission)."""
@@ -437,13 +449,7 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
     (units as tasks on the Ray cluster at ``address``, ``cpus_per_unit`` CPUs each; see
     ``amortlib.ray_executor``). Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
     notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
-    if executor not in ("local", "ray"):
-        raise ValueError(f"executor={executor!r} is invalid: expected 'local' or 'ray'")
-    if executor == "ray":
-        from .ray_executor import require_ray
-        require_ray(cpus_per_unit, address)
-    elif address is not None:
-        raise ValueError(f"address={address!r} is invalid with executor='local': expected no address")
+    check_executor(executor, address, cpus_per_unit)
     out = Path(out).resolve()   # papermill chdirs to the notebook folder while it executes
     if progress_every is None:
         progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))

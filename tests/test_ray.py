@@ -34,9 +34,12 @@ FAST_HEALTH_CHECK = dict(RAY_health_check_initial_delay_ms="1000", RAY_health_ch
 
 
 def _env(**extra):
-    """The tests' sweep environment (one thread, the data), without the caller's Ray settings."""
-    e = env(**extra)
-    return {k: v for k, v in e.items() if not k.startswith("RAY_") or k in extra}
+    """The tests' sweep environment (one thread, the data), without the caller's Ray settings.
+    Token authentication off: Ray 2.5x turns it on for `ray start` once a token file exists in
+    ~/.ray (a local `ray.init()` writes one), and this private loopback cluster needs none."""
+    e = {k: v for k, v in env(**extra).items() if not k.startswith("RAY_") or k in extra}
+    e.setdefault("RAY_AUTH_MODE", "disabled")
+    return e
 
 
 def _free_port() -> int:
