@@ -65,6 +65,14 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--data-root", dest="data_root", metavar="DIR", help="default: $AMORTLIB_DATA or the user cache")
     s.add_argument("--out", type=Path, metavar="DIR", help="results folder (default: results/<profile>)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars (finished units are still listed)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one unit after another on this machine (default); ray: every unit as a task "
+                        "on a Ray cluster (pip install 'amortlib[ray]')")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to use with --executor ray, e.g. 10.0.0.1:6379 or auto "
+                        "(default: $RAY_ADDRESS, else a new Ray instance on this machine)")
+    s.add_argument("--cpus-per-unit", type=int, dest="cpus_per_unit", default=1, metavar="N",
+                   help="CPUs Ray reserves for each unit (--executor ray; default 1)")
 
     r = sub.add_parser("report", help="print summary tables of existing results",
                        description="Per unit, the mean and standard deviation over seeds of the final metrics of "
@@ -148,9 +156,12 @@ def _sweep(args) -> int:
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything
+    runner.check_executor(args.executor, args.address, args.cpus_per_unit)
     out = runner.check_out(args.out or runner.default_out(args.profile))  # usable folder, or exit 2
+    _say_split_limits(units)
     try:
-        runner.run(units, out, progress=not args.no_progress)
+        runner.run(units, out, progress=not args.no_progress, executor=args.executor, address=args.address,
+                   cpus_per_unit=args.cpus_per_unit)
     except runner.SweepLocked as err:
         print(f"amortlib sweep: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_LOCKED
@@ -172,9 +183,21 @@ def _sweep(args) -> int:
     return _report(argparse.Namespace(results=out))
 
 
+def _say_split_limits(units) -> None:
+    """One line per dataset whose split holds fewer images than the profile asks for."""
+    from .config import describe_split_limits
+    seen = set()
+    for _, cfg in units:
+        limits = cfg.split_limits()
+        if limits and cfg.dataset not in seen:
+            seen.add(cfg.dataset)
+            print(f"{cfg.dataset}: {describe_split_limits(limits, cfg.profile)}")
+
+
 def _report(args) -> int:
     import pandas as pd
 
+    from .config import describe_split_limits
     from .metrics import BLOWUP_FACTOR, summary_table
     from .results import load_results, newest_results
 
@@ -191,9 +214,11 @@ def _report(args) -> int:
         for unit, g in runs.groupby("unit", sort=True):
             meta = res["meta"][unit]
             info, cfg = meta["info"], meta["config"]
+            limits = describe_split_limits(info.get("split_limits") or {}, cfg.get("profile", "?"))
             print(f"\n== {unit}  ({cfg.get('profile', '?')} profile, {info.get('device_name', '?')}, "
                   f"{info.get('precision', '?')}, {cfg.get('epochs', '?')} epochs, "
-                  f"mean-image MSE train {info.get('mean_image_mse_train', float('nan')):.4f})")
+                  f"mean-image MSE train {info.get('mean_image_mse_train', float('nan')):.4f}"
+                  + (f"; {limits}" if limits else "") + ")")
             table = summary_table(g)
             print(table[[c for c in cols if c in table]].to_string(index=False))
             div = g[g["diverged"].astype(bool) | g["blew_up"].astype(bool)]

@@ -20,18 +20,26 @@ DEVICES = ("auto", "cpu", "cuda")
 
 #: Named profiles. ``quick`` runs both datasets (8 units) on a 2-core CPU in about 25 minutes; ``paper`` is the
 #: scale of the Bayesian-VAE experiment of Margossian & Blei (2023) and of jordandeklerk/Amortized-Bayes
-#: (10,000 images, d = 64, decoder width 256, widths 1/64/128/256, 5,000 epochs), meant for a GPU. Both
-#: those codes weight the squared error by 1 (sigma^2 = 1/2); ``paper`` uses sigma = 1 with all constants
-#: (book/how_to_run.md lists how each code differs).
+#: (10,000 images, d = 64, decoder width 256, widths 1/64/128/256, 5,000 epochs), meant for a GPU (cost
+#: per unit: benchmarks/README.md). Both those codes weight the squared error by 1 (sigma^2 = 1/2);
+#: ``paper`` sweeps sigma = 0.1, sigma = sqrt(1/2) (that weighting, with all constants) and Bernoulli
+#: (``runner.VARIANTS``; book/how_to_run.md lists how each code differs). ``sigma``: the default when
+#: only the Gaussian likelihood is asked for.
 PROFILES: dict[str, dict] = {
     "quick": dict(n_obs=1000, n_test=500, z_dim=16, like_dim=64, widths=(1, 16, 64, 256),
                   seeds=(0, 1, 2), epochs=800, lr=1e-2, sigma=0.1),
     "paper": dict(n_obs=10000, n_test=1000, z_dim=64, like_dim=256, widths=(1, 64, 128, 256),
-                  seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=1.0),
+                  seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=0.1),
     # Tiny settings used by the notebook regression tests (nbval) and smoke tests.
     "test": dict(n_obs=200, n_test=100, z_dim=4, like_dim=16, widths=(1, 32),
                  seeds=(0, 1), epochs=60, eval_points=12, sigma=0.3, progress=False),
 }
+
+
+#: Profiles whose n_obs / n_test are capped at the images the split holds (instead of failing)
+#: when not given explicitly; ``split_limits`` records it for the results.
+CAPPED_TO_SPLIT = ("paper",)
+_SPLITS = (("n_obs", "train", "training"), ("n_test", "test", "test"))
 
 
 def _fail(name, value, allowed):
@@ -177,7 +185,7 @@ class SweepConfig:
         data loader (which may download them, or says what is missing)."""
         from .datacheck import TV_CLASS, data_root, inspect_split
 
-        for name, split, what in [("n_obs", "train", "training"), ("n_test", "test", "test")]:
+        for name, split, what in _SPLITS:
             value = getattr(self, name)
             try:
                 have, problems = inspect_split(self.dataset, split, self.data_root)
@@ -202,7 +210,30 @@ class SweepConfig:
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: expected names from "
                              + ", ".join(sorted(known)))
-        return cls(**{**PROFILES[profile], "profile": profile, **overrides})
+        values = {**PROFILES[profile], "profile": profile, **overrides}
+        if profile in CAPPED_TO_SPLIT:
+            from .datacheck import split_count
+            dataset = values.get("dataset", cls.dataset)
+            for name, split, _ in _SPLITS:
+                if name not in overrides and dataset in DATASETS:
+                    have, _ = split_count(dataset, split, values.get("data_root"))
+                    if have is not None and have < values[name]:
+                        values[name] = have
+        return cls(**values)
+
+    def split_limits(self) -> dict:
+        """``{name: {"profile": wanted, "split": held}}`` for n_obs / n_test that are below the
+        profile's value because the split holds no more images (profiles in
+        ``CAPPED_TO_SPLIT``); {} otherwise. Recorded in a unit's results (``info``)."""
+        if self.profile not in CAPPED_TO_SPLIT:
+            return {}
+        from .datacheck import split_count
+        out = {}
+        for name, split, _ in _SPLITS:
+            want, value = PROFILES[self.profile][name], getattr(self, name)
+            if value < want and split_count(self.dataset, split, self.data_root)[0] == value:
+                out[name] = dict(profile=want, split=value)
+        return out
 
     def replace(self, **changes) -> "SweepConfig":
         return dataclasses.replace(self, **changes)
@@ -210,3 +241,10 @@ class SweepConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def describe_split_limits(limits: dict, profile: str = "paper") -> str:
+    """One phrase per capped size, e.g. "n_obs 8000 (the split holds 8000 of the paper
+    profile's 10000)"; "" when nothing was capped."""
+    return ", ".join(f"{name} {v['split']} (the split holds {v['split']} of the {profile} profile's {v['profile']})"
+                     for name, v in limits.items())

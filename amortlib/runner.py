@@ -37,7 +37,9 @@ from .experiment import PROGRESS_ENV, read_progress, unit_name
 #: form the likelihood-scale study (does the latent get used at all?).
 VARIANTS = {
     "quick": [("gaussian", 0.1), ("gaussian", 0.3), ("gaussian", 1.0), ("bernoulli", 1.0)],
-    "paper": [("gaussian", 1.0)],
+    # sigma = 0.1 (sharp), sigma^2 = 1/2 (the reference's loss: squared error with weight 1,
+    # i.e. 1 / (2 sigma^2) = 1), and Bernoulli
+    "paper": [("gaussian", 0.1), ("gaussian", 0.5 ** 0.5), ("bernoulli", 1.0)],
     "test": [("gaussian", 0.3)],
 }
 EXPERIMENT = Path(__file__).resolve().parent.parent / "notebooks" / "04_experiment.ipynb"
@@ -84,6 +86,18 @@ def plan(profile: str = "quick", datasets=None, variants=None, **overrides) -> l
 def default_out(profile: str) -> Path:
     from .results import results_root
     return results_root() / profile
+
+
+def check_executor(executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> None:
+    """The executor options of ``run``, checked before anything is written: a ``ValueError``
+    naming the bad one (for Ray: installed, and a ``host:port`` address that answers)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor={executor!r} is invalid: expected 'local' or 'ray'")
+    if executor == "ray":
+        from .ray_executor import require_ray
+        require_ray(cpus_per_unit, address)
+    elif address is not None:
+        raise ValueError(f"address={address!r} is invalid with executor='local': expected no address")
 
 
 def check_out(out) -> Path:
@@ -427,11 +441,15 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 30
         raise box["error"]
 
 
-def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None) -> list[str]:
+def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None,
+        executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> list[str]:
     """Execute every unit not already finished in ``out``; returns the units run now.
 
-    Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
+    ``executor``: ``"local"`` (one unit after another in this process's kernel) or ``"ray"``
+    (units as tasks on the Ray cluster at ``address``, ``cpus_per_unit`` CPUs each; see
+    ``amortlib.ray_executor``). Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
     notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
+    check_executor(executor, address, cpus_per_unit)
     out = Path(out).resolve()   # papermill chdirs to the notebook folder while it executes
     if progress_every is None:
         progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))
@@ -471,6 +489,9 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
         skipped = len(units) - len(todo)
         if skipped:
             log(f"{skipped} of {len(units)} units already finished in {out}: skipped")
+        if executor == "ray" and todo:
+            from .ray_executor import run_units
+            return run_units(todo, out, progress, log, address, cpus_per_unit)
         notebook = experiment_notebook() if todo else None
         display = _Display(len(units), skipped, [_weight(c) for _, c in todo], progress, log, progress_every)
         done = []

@@ -244,7 +244,8 @@ def decoder_sse(theta: torch.Tensor, z: torch.Tensor, x: torch.Tensor, dims, dty
     dims = (d, like_dim, D). ``dtype`` is the matmul dtype (default: autocast's when autocast
     is on, else theta's). Returns [M] in theta's dtype, equal to
     ``((decode(unflatten(theta), z) - x) ** 2).sum((1, 2))``. The CPU kernel (see
-    ``_ChunkedDecoderSSE``); on a GPU the batched path of ``log_prob_affine`` is the fast one.
+    ``_ChunkedDecoderSSE``); on a GPU the batched path of ``log_prob_affine`` is the fast one
+    (``amortlib.model.paths`` chooses; tests/test_paths.py checks both agree).
     """
     if dtype is None:
         dev = theta.device.type

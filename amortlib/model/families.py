@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .decoder import SLOPE, derived, linear_init
 from .gaussian import DiagGaussian
+from .paths import gpu_path
 
 
 class ModelSpec(NamedTuple):
@@ -81,7 +82,7 @@ class Amortized(nn.Module):
         self.groups = nn.ModuleList(_EncoderGroup(w, seeds, z_dim, x_dim, depth) for w in widths)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> DiagGaussian:
-        if self.depth == 1 and x.device.type == "cpu":
+        if self.depth == 1 and not gpu_path(x.device):   # see amortlib.model.paths
             return DiagGaussian(*self.fused(x))
         outs = [g(x) for g in self.groups]
         return DiagGaussian(torch.cat([o.mu for o in outs]), torch.cat([o.log_sigma for o in outs]))

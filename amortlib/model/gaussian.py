@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from .paths import gpu_path
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -135,8 +137,9 @@ def _sumsq(t: torch.Tensor) -> torch.Tensor:
 
 def _rows(index, M, device):
     """Noise row of each model as Python ints on CPU (a per-model loop reads rows in place);
-    None on other devices, where one gathered batched op is the fast path."""
-    if device.type != "cpu":
+    None on other devices, where one gathered batched op is the fast path (see
+    ``amortlib.model.paths``)."""
+    if gpu_path(device):
         return None
     return list(range(M)) if index is None else index.tolist()
 

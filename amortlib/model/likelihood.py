@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .decoder import decode_hidden, decoder_sse
 from .gaussian import LOG_2PI
+from .paths import gpu_path
 
 
 def b_dtype(ctx):
@@ -34,7 +35,8 @@ class _AffineSquaredError(torch.autograd.Function):
         r.add_(_wide(b).unsqueeze(1)).sub_(x)
         ctx.save_for_backward(h, w, r)
         ctx.b_dtype = b.dtype
-        return torch.linalg.vecdot(r, r)
+        with torch.autocast(r.device.type, enabled=False):   # CPU autocast runs vecdot in bf16
+            return torch.linalg.vecdot(r, r)                  # the ELBO's reduction stays fp32
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -77,8 +79,9 @@ class GaussianLikelihood(_Likelihood):
 
     def log_prob_sum(self, x, decoder, theta, z):
         """On CPU the chunked kernel ``decoder_sse`` (decoder, residual and all gradients in
-        one cache-resident pass); on a GPU the batched path (few large kernels)."""
-        if theta.device.type != "cpu":
+        one cache-resident pass); on a GPU the batched path (few large kernels). See
+        ``amortlib.model.paths``."""
+        if gpu_path(theta.device):
             return super().log_prob_sum(x, decoder, theta, z)
         (d, H), D = decoder.shapes[0], decoder.shapes[-1][0]
         sse = decoder_sse(theta, z, x, (d, H, D))

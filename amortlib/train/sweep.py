@@ -250,7 +250,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
                 torch=torch.__version__, python=platform.python_version(), n_models=M,
                 train_seconds=train_s, eval_seconds=t_eval, sec_per_epoch_alone=sec_per_epoch,
                 mean_image_mse_train=mean_image_mse(x), mean_image_mse_test=mean_image_mse(x, xt),
-                finished_at=time.time())
+                split_limits=cfg.split_limits(), finished_at=time.time())
     test_mu = _test_means(model, xt, fvi_test)
     return SweepResult(cfg, metrics, runs, model, info, test_mu=test_mu, x_test=xt)
 
