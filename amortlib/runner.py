@@ -30,6 +30,7 @@ from filelock import FileLock, Timeout
 
 from .config import DATASETS, LIKELIHOODS, PROFILES, SweepConfig
 from .experiment import PROGRESS_ENV, read_progress, unit_name
+from .paths import experiment_notebook
 
 #: Likelihood settings each profile sweeps: the first is the book's headline setting, the rest
 #: form the likelihood-scale study (does the latent get used at all?).
@@ -38,7 +39,7 @@ VARIANTS = {
     "paper": [("gaussian", 1.0)],
     "test": [("gaussian", 0.3)],
 }
-EXPERIMENT = Path(__file__).resolve().parent.parent / "notebooks" / "04_experiment.ipynb"
+EXPERIMENT = experiment_notebook()   # the checkout's, or the installed package's copy
 #: Its Jupytext twin, the tracked source: executed when present, so a sweep never runs a stale
 #: or missing .ipynb.
 EXPERIMENT_PY = EXPERIMENT.with_suffix(".py")
