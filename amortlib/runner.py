@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from .config import DATASETS, LIKELIHOODS, PROFILES, SweepConfig
 from .experiment import PROGRESS_ENV, read_progress, unit_name
 from .paths import experiment_notebook
+from .provenance import finish_run_notebook
 
 #: Likelihood settings each profile sweeps: the first is the book's headline setting, the rest
 #: form the likelihood-scale study (does the latent get used at all?).
@@ -397,6 +398,7 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
                 else:
                     os.environ[PROGRESS_ENV] = old_env
                 prog.unlink(missing_ok=True)
+            finish_run_notebook(tmp, out, unit)   # no absolute paths; the run's provenance
             os.replace(tmp, runs / f"{unit}.ipynb")
             (runs / f"{unit}.failed.ipynb").unlink(missing_ok=True)
             (runs / f"{unit}.failed.kernel.log").unlink(missing_ok=True)

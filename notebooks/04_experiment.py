@@ -100,7 +100,9 @@ gap.pivot_table(index="config", columns="split", values="gap_mean", sort=False).
 
 # %%
 if output is not None:
+    from amortlib.provenance import record
     from amortlib.results import save_unit
 
+    result.info["provenance"] = record(cfg)   # version, commit, dependencies, data checksums
     path = save_unit(result, output, unit, recon=result.reconstructions(), tables={"gap": gap})
     print("saved", path.name)
