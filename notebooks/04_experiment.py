@@ -26,6 +26,17 @@
 # One call trains **every** model of the unit at once: F-VI, A-VI at each encoder width and
 # constant-VI, for every seed, stacked along a leading model axis and updated by one optimiser
 # step (see {doc}`03_bayesian_vae`).
+#
+# To run one unit yourself, give papermill the parameters of the next cell. Lists take JSON
+# from `-p`, or YAML from `-y`; with `output` (a results folder) and `unit`, the unit is saved
+# there as the sweep saves it, with its provenance (amortlib version, git commit, a digest of
+# the installed packages, the data files' SHA-256):
+#
+# ```bash
+# papermill notebooks/04_experiment.ipynb out.ipynb -p profile quick -p dataset fashion_mnist \
+#     -p widths '[1, 16]' -p seeds '[0, 1]' -p output results/mine -p unit fashion_mnist-gaussian-s0.1
+# papermill notebooks/04_experiment.ipynb out.ipynb -y 'widths: [1, 16]'
+# ```
 
 # %%
 # In Colab: install amortlib (with the book's chapters and published results) at this book's
