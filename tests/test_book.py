@@ -270,3 +270,40 @@ def test_page_renders_offline(page_path, server, browser_context):
             assert widgets["outputsWithFigure"] == 1, widgets
             assert any(f["inWidget"] for f in figures) and any(not f["inWidget"] for f in figures)
     assert shot.stat().st_size > 10_000
+
+
+def _luminance(css_color: str) -> float:
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css_color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.slow
+def test_figures_are_readable_in_dark_mode(server, browser_context):
+    """In the theme's dark mode (the reader's system preference), a figure's background is
+    transparent and its text light (book/_static/amortlib.css); screenshot in test-output/."""
+    page_path = "notebooks/05_results.html"
+    page = browser_context.new_page()
+    try:
+        page.emulate_media(color_scheme="dark")
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        page.wait_for_function("() => document.documentElement.dataset.theme === 'dark' && "
+                               "document.querySelectorAll('.js-plotly-plot .xtick text').length > 0",
+                               timeout=30_000)
+        style = page.evaluate("""() => {
+            const fig = document.querySelector('.js-plotly-plot');
+            const text = fig.querySelector('.xtick text');
+            return {paper: getComputedStyle(fig.querySelector('.main-svg')).backgroundColor,
+                    plot: getComputedStyle(fig.querySelector('.bg')).fill,
+                    text: getComputedStyle(text).fill,
+                    body: getComputedStyle(document.body).backgroundColor};
+        }""")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        fig = page.locator(".js-plotly-plot").first
+        fig.scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "dark__05_results.png"))
+    finally:
+        page.close()
+    assert _luminance(style["body"]) < 0.2, style          # the page is dark
+    assert style["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), style
+    assert style["plot"] in ("rgba(0, 0, 0, 0)", "transparent", "none"), style
+    assert _luminance(style["text"]) > 0.6, style          # light text on the dark page
