@@ -307,3 +307,15 @@ def test_figures_are_readable_in_dark_mode(server, browser_context):
     assert style["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), style
     assert style["plot"] in ("rgba(0, 0, 0, 0)", "transparent", "none"), style
     assert _luminance(style["text"]) > 0.6, style          # light text on the dark page
+
+
+@pytest.mark.slow
+def test_links_between_pages_resolve(built_book):
+    """LinkChecker (the workflow's link check) over the built book: every internal link
+    resolves; external links are not followed (no network)."""
+    assert built_book[0] == 0, "the book did not build"
+    exe = Path(sys.executable).with_name("linkchecker")
+    proc = subprocess.run([str(exe), "--no-status", "--no-robots", str(HTML / "index.html")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\b0 errors found", proc.stdout), proc.stdout[-2000:]
