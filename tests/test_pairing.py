@@ -94,9 +94,13 @@ def test_links_are_in_sync_with_the_one_repository_setting():
     assert not stale, f"out of date (run `python -m amortlib.links`): {stale}"
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
     assert cfg["branch"] == links.release_tag() == f"v{amortlib.__version__}"
-    hits = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in {".py", ".md", ".yml", ".toml", ".cfg"}
-            and ".venv" not in p.parts and "_build" not in p.parts and p.name != "_config.yml"
-            and repository_url() in p.read_text(errors="replace")]
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split()
+    files = [ROOT / f for f in listed] or [p for p in ROOT.rglob("*") if ".venv" not in p.parts]
+    hits = [p for p in files if p.is_file() and p.suffix in {".py", ".md", ".yml", ".yaml", ".toml", ".cfg", ".txt"}
+            and p.name != "_config.yml" and repository_url() in p.read_text(errors="replace")]
     # the chapters' .py halves hold the derived cells; nothing else spells the URL out
     assert {p.parent.name for p in hits} <= {"notebooks"}, [str(p) for p in hits]
 
