@@ -292,7 +292,11 @@ def test_figures_are_readable_in_dark_mode(server, browser_context):
         style = page.evaluate("""() => {
             const fig = document.querySelector('.js-plotly-plot');
             const text = fig.querySelector('.xtick text');
+            let e = fig, behind = 'rgba(0, 0, 0, 0)';   // the first opaque backdrop of the figure
+            while (e && /rgba\(0, 0, 0, 0\)|transparent/.test(behind)) {
+                behind = getComputedStyle(e).backgroundColor; e = e.parentElement; }
             return {paper: getComputedStyle(fig.querySelector('.main-svg')).backgroundColor,
+                    behind: behind,
                     plot: getComputedStyle(fig.querySelector('.bg')).fill,
                     text: getComputedStyle(text).fill,
                     body: getComputedStyle(document.body).backgroundColor};
@@ -304,6 +308,7 @@ def test_figures_are_readable_in_dark_mode(server, browser_context):
     finally:
         page.close()
     assert _luminance(style["body"]) < 0.2, style          # the page is dark
+    assert _luminance(style["behind"]) < 0.2, style        # and so is what the figure sits on
     assert style["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), style
     assert style["plot"] in ("rgba(0, 0, 0, 0)", "transparent", "none"), style
     assert _luminance(style["text"]) > 0.6, style          # light text on the dark page
