@@ -254,10 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     p_build = sub.add_parser("build", help="assets, then build the book into _build/html")
     p_build.add_argument("--all", action="store_true", help="re-build every page")
     args = parser.parse_args(argv)
-    if args.command == "assets":
-        assets(force=args.force)
-        return 0
-    return build(["--all"] if args.all else [])
+    try:
+        prepare_book_copy(ROOT)   # an installed amortlib builds a copy of the book it ships
+        missing = [p for p in (ROOT / "_config.yml", NPM_DIR / "package.json") if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"the book's sources are not installed with the package ({missing[0]} is missing): "
+                               f"build the book from a checkout of its repository (git clone, then make)")
+        if args.command == "assets":
+            assets(force=args.force)
+            return 0
+        return build(["--all"] if args.all else [])
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as err:
+        print(f"python -m amortlib.book {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"python -m amortlib.book {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

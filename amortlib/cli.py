@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import DATASETS, DEVICES, FAMILIES, LIKELIHOODS, PRECISIONS, PROFILES
@@ -36,7 +37,7 @@ def _build() -> argparse.ArgumentParser:
                     "where it stopped. Options left out take the profile's value.",
         epilog="Example: amortlib sweep --profile quick --dataset mnist --widths 1 16 --seeds 0 1")
     s.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                   help="quick: both datasets on a CPU in minutes; paper: the reference's scale, for a GPU; "
+                   help="quick: both datasets on a CPU in minutes; paper: Margossian & Blei's scale, for a GPU; "
                         "test: tiny (default: quick)")
     s.add_argument("--dataset", nargs="+", choices=DATASETS, help="default: both")
     s.add_argument("--widths", nargs="+", type=int, metavar="K", help="encoder widths of A-VI")
@@ -48,6 +49,8 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--z-dim", type=int, dest="z_dim", metavar="D", help="latent dimension")
     s.add_argument("--like-dim", type=int, dest="like_dim", metavar="H", help="decoder hidden width")
     s.add_argument("--lr", type=float, help="Adam learning rate")
+    s.add_argument("--local-lr", type=float, dest="local_lr", metavar="LR",
+                   help="Adam learning rate of F-VI's per-image q(z_n) (default: --lr)")
     s.add_argument("--batch-size", type=int, dest="batch_size", metavar="B", help="default: full batch")
     s.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="sweep only this likelihood (default: the profile's likelihood settings)")
@@ -89,17 +92,37 @@ def _sigterm(signum, frame):
 
 
 def main(argv=None) -> int:
-    args = _build().parse_args(argv)
+    """Every outcome is an exit code and, on failure, one line on stderr (no traceback)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None   # SIGTERM stops like Ctrl-C
     try:
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "report":
-            return _report(args)
-        return _data_check(args)
-    except ValueError as err:  # bad parameter values, or a ResultsError (a ValueError too)
-        print(f"amortlib {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        results = sys.modules.get("amortlib.results")  # not imported: not a ResultsError
-        return EXIT_FAILED if results and isinstance(err, results.ResultsError) else EXIT_USAGE
+        args = _build().parse_args(argv)
+        try:
+            if args.command == "sweep":
+                return _sweep(args)
+            if args.command == "report":
+                return _report(args)
+            return _data_check(args)
+        except ValueError as err:  # bad parameter values, or a ResultsError (a ValueError too)
+            print(f"amortlib {args.command}: error: {_one_line(err)}", file=sys.stderr)
+            results = sys.modules.get("amortlib.results")  # not imported: not a ResultsError
+            return EXIT_FAILED if results and isinstance(err, results.ResultsError) else EXIT_USAGE
+        except OSError as err:     # disk full, a folder that cannot be written, a missing file
+            print(f"amortlib {args.command}: error: {_os_error(err)}", file=sys.stderr)
+            return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("amortlib: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _os_error(err: OSError) -> str:
+    """One line for an OSError: what failed, on which file."""
+    if err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    return _one_line(err)
 
 
 def _variants(args):
@@ -119,12 +142,11 @@ def _variants(args):
 def _sweep(args) -> int:
     from . import runner
     names = ["widths", "seeds", "families", "epochs", "n_obs", "n_test", "z_dim", "like_dim", "lr",
-             "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
+             "local_lr", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything
-    out = args.out or runner.default_out(args.profile)
-    old = signal.signal(signal.SIGTERM, _sigterm)
+    out = runner.check_out(args.out or runner.default_out(args.profile))  # usable folder, or exit 2
     try:
         runner.run(units, out, progress=not args.no_progress)
     except runner.SweepLocked as err:
@@ -137,8 +159,13 @@ def _sweep(args) -> int:
         print(f"amortlib sweep: interrupted; the finished units are kept in {out}: rerun the same command "
               f"to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    except FileNotFoundError as err:    # e.g. the experiment notebook, outside a checkout
+        print(f"amortlib sweep: error: {_os_error(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as err:
+        print(f"amortlib sweep: error: {_os_error(err)}; the finished units are kept in {out}: free the "
+              f"space or fix the folder, then rerun the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
     print(f"results in {out}")
     return _report(argparse.Namespace(results=out))
 
@@ -146,7 +173,7 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     import pandas as pd
 
-    from .metrics import summary_table
+    from .metrics import BLOWUP_FACTOR, summary_table
     from .results import load_results, newest_results
 
     folder = args.results or newest_results()
@@ -156,7 +183,7 @@ def _report(args) -> int:
     res = load_results(folder, errors="skip")
     runs = res["runs"]
     cols = ["config", "seeds", "neg_elbo_mean", "neg_elbo_std", "mse_train_mean", "mse_test_mean",
-            "epochs_to_tol_mean", "seconds_to_tol_mean", "diverged"]
+            "epochs_to_tol_mean", "seconds_to_tol_mean", "diverged", "blew_up"]
     print(f"results: {res['folder']}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         for unit, g in runs.groupby("unit", sort=True):
@@ -167,12 +194,17 @@ def _report(args) -> int:
                   f"mean-image MSE train {info.get('mean_image_mse_train', float('nan')):.4f})")
             table = summary_table(g)
             print(table[[c for c in cols if c in table]].to_string(index=False))
-            div = g[g["diverged"].astype(bool)]
+            div = g[g["diverged"].astype(bool) | g["blew_up"].astype(bool)]
             if len(div):
-                print(f"   {len(div)} diverged run(s), left out of the means above:")
+                print(f"   {len(div)} run(s) diverged or blew up, left out of the means above:")
                 for _, r in div.sort_values(["config", "seed"]).iterrows():
-                    print(f"   - {r['config']} seed {r['seed']}: diverged at epoch {r['final_epoch']} "
-                          f"(loss became NaN or infinite)")
+                    what = []
+                    if r["blew_up"]:
+                        what.append(f"blew up at epoch {int(r['blew_up_epoch'])} (its negative ELBO ran off "
+                                    f"to over {BLOWUP_FACTOR:g} times its scale)")
+                    if r["diverged"]:
+                        what.append(f"diverged at epoch {r['final_epoch']} (loss became NaN or infinite)")
+                    print(f"   - {r['config']} seed {r['seed']}: {'; '.join(what)}")
     if res["problems"]:
         for p in res["problems"]:
             print(f"amortlib report: error: {_one_line(p)} (left out)", file=sys.stderr)

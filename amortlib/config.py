@@ -19,7 +19,10 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 #: Named profiles. ``quick`` runs both datasets (8 units) on a 2-core CPU in about 25 minutes; ``paper`` is the
-#: reference's scale (Margossian & Blei 2023, Bayesian VAE), meant for a GPU.
+#: scale of the Bayesian-VAE experiment of Margossian & Blei (2023) and of jordandeklerk/Amortized-Bayes
+#: (10,000 images, d = 64, decoder width 256, widths 1/64/128/256, 5,000 epochs), meant for a GPU. Both
+#: those codes weight the squared error by 1 (sigma^2 = 1/2); ``paper`` uses sigma = 1 with all constants
+#: (book/how_to_run.md lists how each code differs).
 PROFILES: dict[str, dict] = {
     "quick": dict(n_obs=1000, n_test=500, z_dim=16, like_dim=64, widths=(1, 16, 64, 256),
                   seeds=(0, 1, 2), epochs=800, lr=1e-2, sigma=0.1),
@@ -103,6 +106,7 @@ class SweepConfig:
     # training
     epochs: int = 1000
     lr: float = 1e-3
+    local_lr: float | None = None  # Adam lr of F-VI's per-image (mu_n, log sigma_n); None: lr
     weight_decay: float = 0.0     # L2 penalty added by Adam: changes the objective; off by default
     batch_size: int | None = None  # None: full batch
     n_mc: int = 1                 # Monte Carlo samples S of the expected log-likelihood
@@ -111,7 +115,7 @@ class SweepConfig:
     device: str = "auto"
     # evaluation
     eval_points: int = 100        # about this many log-spaced epochs get metrics
-    tol: float = 0.07             # the reference's absolute train-MSE tolerance
+    tol: float = 0.07             # absolute train-MSE tolerance of jordandeklerk/Amortized-Bayes
     fit_steps: int = 300          # F-VI test-time optimisation: max Adam steps of fit_local
     fit_lr: float = 1e-2
     progress: bool = True
@@ -146,6 +150,11 @@ class SweepConfig:
         self.seeds = _int_tuple("seeds", self.seeds, 0)
         self.epochs = _int("epochs", self.epochs, 1)
         self.lr = _real("lr", self.lr)
+        if self.local_lr is not None:
+            if isinstance(self.local_lr, bool) or not isinstance(self.local_lr, Real) \
+                    or not math.isfinite(self.local_lr) or not self.local_lr > 0:
+                _fail("local_lr", self.local_lr, "a number > 0, or None (the same as lr)")
+            self.local_lr = float(self.local_lr)
         self.weight_decay = _real("weight_decay", self.weight_decay, positive=False, nonneg=True)
         if self.batch_size is not None:
             self.batch_size = _int("batch_size", self.batch_size, 1)
@@ -163,14 +172,23 @@ class SweepConfig:
             _fail("progress", self.progress, "True or False")
 
     def _check_split_sizes(self):
-        """n_obs / n_test beyond the images on disk fail here, before any training. Reads only
-        the IDX headers; a folder without the files is left to the data loader (which may
-        download them, or says what is missing)."""
-        from .datacheck import split_count
+        """n_obs / n_test beyond the images on disk, or damaged data files, fail here, before
+        any training. Reads only the IDX headers; a folder without the files is left to the
+        data loader (which may download them, or says what is missing)."""
+        from .datacheck import TV_CLASS, data_root, inspect_split
 
         for name, split, what in [("n_obs", "train", "training"), ("n_test", "test", "test")]:
             value = getattr(self, name)
-            have, where = split_count(self.dataset, split, self.data_root)
+            try:
+                have, problems = inspect_split(self.dataset, split, self.data_root)
+            except OSError as err:
+                have, problems = None, [f"{err.filename}: unreadable ({err.strerror})"]
+            damaged = [p for p in problems if not p.endswith("missing") and "missing (" not in p]
+            if damaged:
+                _fail("data_root", str(data_root(self.data_root)),
+                      f"a folder with intact {self.dataset} {split} files, but {damaged[0]} "
+                      f"(`amortlib data check` says how to fix it)")
+            where = data_root(self.data_root) / TV_CLASS[self.dataset] / "raw"
             if have is not None and value > have:
                 _fail(name, value, f"an integer between 1 and {have}: the {self.dataset} {what} "
                                    f"split in {where} holds {have} images")

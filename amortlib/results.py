@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .experiment import unit_name  # noqa: F401  (part of this module's API)
-from .metrics import METRIC_COLUMNS, RUN_KEYS
+from .metrics import METRIC_COLUMNS, RUN_KEYS, mark_blowups
 
 SCHEMA_VERSION = 1
 RUN_COLUMNS = RUN_KEYS + ["config", "final_epoch", "neg_elbo", "mse_train", "mse_test", "wall_s",
@@ -107,6 +107,19 @@ def clean_partial_writes(folder: Path) -> list[Path]:
     return gone
 
 
+def discard_unfinished(folder: Path, unit: str) -> list[Path]:
+    """Remove the files of ``unit`` when its marker JSON (written last) is absent: what a unit
+    stopped half-way through writing left. Readers never see them (they go by the marker);
+    this keeps the folder holding whole units only."""
+    units = Path(folder) / "units"
+    if (units / f"{unit}.json").exists():
+        return []
+    gone = sorted(units.glob(f"{unit}.*"))
+    for f in gone:
+        f.unlink(missing_ok=True)
+    return gone
+
+
 #: Settings that do not change the numbers: a finished unit made with other values is reused.
 _NOT_RESULTS = {"progress", "data_root", "device", "profile"}
 
@@ -126,7 +139,10 @@ def unit_done(folder: Path, unit: str, config: dict | None = None) -> bool:
             raise ResultsError(
                 f"{meta_path} was produced with other settings ({', '.join(f'{k}: {theirs.get(k)!r} there, {mine[k]!r} now' for k in diff)}); "
                 f"write to another results folder (--out) or delete that unit")
-    read_unit(meta_path.parent.parent, unit)
+    try:
+        read_unit(meta_path.parent.parent, unit)
+    except ResultsError as err:
+        raise ResultsError(f"{err}; delete {meta_path.parent / unit}.* to redo that unit") from None
     return True
 
 
@@ -248,6 +264,7 @@ def load_results(folder: Path, errors: str = "raise") -> dict:
             units = ", ".join(sorted(df.loc[dup, "unit"].unique()))
             raise ResultsError(f"inconsistent results in {folder}: units {units} overlap on "
                                f"{int(df.duplicated(keys).sum())} {what} rows")
+    metrics, runs = mark_blowups(metrics, runs)
     return dict(metrics=metrics, runs=runs, meta=meta, folder=folder, problems=problems,
                 gap=_optional_table(folder, meta, "gap"))
 

@@ -14,9 +14,11 @@ overall progress (units done, ETA); nothing of it enters the executed notebooks.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,7 +32,7 @@ from filelock import FileLock, Timeout
 
 from .config import DATASETS, LIKELIHOODS, PROFILES, SweepConfig
 from .experiment import PROGRESS_ENV, read_progress, unit_name
-from .paths import experiment_notebook
+from . import paths
 from .provenance import finish_run_notebook
 
 #: Likelihood settings each profile sweeps: the first is the book's headline setting, the rest
@@ -40,7 +42,7 @@ VARIANTS = {
     "paper": [("gaussian", 1.0)],
     "test": [("gaussian", 0.3)],
 }
-EXPERIMENT = experiment_notebook()   # the checkout's, or the installed package's copy
+EXPERIMENT = paths.experiment_notebook()   # the checkout's, or the installed package's copy
 #: Its Jupytext twin, the tracked source: executed when present, so a sweep never runs a stale
 #: or missing .ipynb.
 EXPERIMENT_PY = EXPERIMENT.with_suffix(".py")
@@ -84,6 +86,23 @@ def plan(profile: str = "quick", datasets=None, variants=None, **overrides) -> l
 def default_out(profile: str) -> Path:
     from .results import results_root
     return results_root() / profile
+
+
+def check_out(out) -> Path:
+    """The results folder ``out``, checked before anything trains: a ``ValueError`` naming it
+    when it is a file or cannot be written (a read-only file system, no permission)."""
+    import tempfile
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is invalid: expected a results folder, found a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"out={str(out)!r} is invalid: the folder cannot be written "
+                         f"({err.strerror or err})") from None
+    return out
 
 
 def lock(folder: Path) -> FileLock:
@@ -229,7 +248,9 @@ def experiment_notebook():
         return jupytext.read(EXPERIMENT_PY)
     if EXPERIMENT.is_file():
         return str(EXPERIMENT)
-    raise FileNotFoundError(f"the experiment notebook is missing: neither {EXPERIMENT_PY} nor {EXPERIMENT} exists")
+    raise FileNotFoundError(2, "the experiment notebook is not installed with the package (neither its .py nor "
+                            "its .ipynb exists); run sweeps from a checkout of the book's repository "
+                            "(git clone, then pip install -e .)", str(EXPERIMENT_PY))
 
 
 def _holder(pidfile: Path) -> dict | None:
@@ -308,6 +329,106 @@ def _failure(err, unit: str, kept: Path) -> UnitFailed:
     return UnitFailed(f"unit {unit} failed{where}: {ename}: {evalue} (executed notebook kept in {kept})")
 
 
+class _Kernel:
+    """The notebook kernel of the unit in progress, as the main thread sees it: its pid once it
+    has started, and whether the sweep is stopping (a kernel that starts after that is killed
+    at once)."""
+
+    def __init__(self, record):
+        self.record, self.pid, self.stopping, self.lock = record, None, False, threading.Lock()
+
+    def started(self, pid: int):
+        with self.lock:
+            self.pid = pid
+            if self.stopping:
+                _kill_kernel(pid)
+        self.record(pid)
+
+    def stop(self):
+        with self.lock:
+            self.stopping = True
+            if self.pid is not None:
+                _kill_kernel(self.pid)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Run a block (clean-up, a rename) whole: Ctrl-C or SIGTERM arriving meanwhile is noted
+    and raised as ``KeyboardInterrupt`` once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if got:
+            raise KeyboardInterrupt
+
+
+def _kill_kernel(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 30.0) -> None:
+    """Execute one unit's notebook with papermill, in a worker thread.
+
+    Why a thread: run in the main thread, nbclient installs asyncio handlers for SIGINT and
+    SIGTERM that shut the kernel down instead of raising, and removes them afterwards (which
+    also drops the CLI's SIGTERM handler), so whether Ctrl-C stopped the sweep depended on the
+    phase it landed in. Outside the main thread nbclient installs none, and the main thread
+    keeps Python's own handling: Ctrl-C or SIGTERM raise ``KeyboardInterrupt`` here, whatever
+    the kernel is doing. The kernel is then killed (it may be half-way through writing a unit:
+    every write is atomic and the marker goes last, so the unit is either whole or absent),
+    and the interrupt propagates."""
+    import papermill as pm
+    kernel = _Kernel(record)
+    box: dict = {}
+    done = threading.Event()    # not Thread.join: on Python 3.11 a Ctrl-C during join() marks a
+                                # running thread as stopped (bpo-45274), so it could not be waited for
+
+    def work():
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Passed unknown parameter")
+                pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook,
+                                    str(tmp), parameters=params, progress_bar=False, kernel_name="python3",
+                                    cwd=str(EXPERIMENT.parent),
+                                    kernel_manager_class=_kernel_manager(klog, kernel.started),
+                                    shutdown_kernel="immediate")  # its results are on disk by then
+        except BaseException as err:  # handed to the main thread
+            box["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="papermill", daemon=True).start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        logging.disable(logging.CRITICAL)   # not nbclient's "Kernel died..." for the kernel stopped here
+        kernel.stop()
+        # nbclient notices the dead kernel and returns; papermill writes its notebook last, so
+        # wait for that (a repeated Ctrl-C does not cut the wait short)
+        deadline = time.monotonic() + join_s
+        while time.monotonic() < deadline:
+            try:
+                if done.wait(0.2):
+                    break
+            except KeyboardInterrupt:
+                pass
+        logging.disable(logging.NOTSET)
+        raise
+    if "error" in box:
+        raise box["error"]
+
+
 def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None) -> list[str]:
     """Execute every unit not already finished in ``out``; returns the units run now.
 
@@ -325,11 +446,9 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
                           f"wait for it to finish or write to another folder with --out") from None
     display = None
     try:
-        import logging
-
         import papermill as pm
 
-        from .results import ResultsError, clean_partial_writes, unit_done
+        from .results import ResultsError, clean_partial_writes, discard_unfinished, unit_done
 
         if pidfile.exists():
             stale = _holder(pidfile)
@@ -349,6 +468,8 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             stale.unlink(missing_ok=True)
         clean_partial_writes(out)
         todo = [(u, c) for u, c in units if not unit_done(out, u, c.to_dict())]
+        for u, _ in todo:
+            discard_unfinished(out, u)
         skipped = len(units) - len(todo)
         if skipped:
             log(f"{skipped} of {len(units)} units already finished in {out}: skipped")
@@ -371,14 +492,9 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             pm_level = pm_log.level
             pm_log.setLevel(logging.ERROR)   # not "Passed unknown parameter" for each non-default setting
             try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Passed unknown parameter")
-                    pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook, str(tmp),
-                                        parameters=_notebook_params(cfg, out, unit, progress),
-                                        progress_bar=False, kernel_name="python3",
-                                        cwd=str(EXPERIMENT.parent),
-                                        kernel_manager_class=_kernel_manager(klog, record),
-                                        shutdown_kernel="immediate")  # its results are on disk by then
+                _execute(notebook, tmp, _notebook_params(cfg, out, unit, progress), klog, record)
+                finish_run_notebook(tmp, out, unit)   # no absolute paths; the run's provenance
+                os.replace(tmp, runs / f"{unit}.ipynb")
             except pm.PapermillExecutionError as err:
                 kept = runs / f"{unit}.failed.ipynb"
                 if tmp.exists():
@@ -387,19 +503,25 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
                 if klog_path.stat().st_size:
                     os.replace(klog_path, runs / f"{unit}.failed.kernel.log")
                 raise _failure(err, unit, kept) from None
+            except BaseException:                # interrupted, disk full, ...: the kernel is gone
+                with _signals_deferred():
+                    if tmp.exists() and (out / "units" / f"{unit}.json").exists():   # it finished just before
+                        os.replace(tmp, runs / f"{unit}.ipynb")
+                    tmp.unlink(missing_ok=True)  # the partial provenance notebook of a stopped unit
+                raise
             finally:
-                klog.close()
-                klog_path.unlink(missing_ok=True)
-                pm_log.setLevel(pm_level)
-                stop.set()
-                watcher.join()
-                if old_env is None:
-                    os.environ.pop(PROGRESS_ENV, None)
-                else:
-                    os.environ[PROGRESS_ENV] = old_env
-                prog.unlink(missing_ok=True)
-            finish_run_notebook(tmp, out, unit)   # no absolute paths; the run's provenance
-            os.replace(tmp, runs / f"{unit}.ipynb")
+                with _signals_deferred():        # a second Ctrl-C does not cut the clean-up half-way
+                    discard_unfinished(out, unit)    # files of a unit whose marker was never written
+                    klog.close()
+                    klog_path.unlink(missing_ok=True)
+                    pm_log.setLevel(pm_level)
+                    stop.set()
+                    watcher.join()
+                    if old_env is None:
+                        os.environ.pop(PROGRESS_ENV, None)
+                    else:
+                        os.environ[PROGRESS_ENV] = old_env
+                    prog.unlink(missing_ok=True)
             (runs / f"{unit}.failed.ipynb").unlink(missing_ok=True)
             (runs / f"{unit}.failed.kernel.log").unlink(missing_ok=True)
             if not unit_done(out, unit):
@@ -408,7 +530,8 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             display.finish(unit, time.perf_counter() - t0)
         return done
     finally:
-        if display is not None:
-            display.close()
-        pidfile.unlink(missing_ok=True)
-        lk.release()
+        with _signals_deferred():
+            if display is not None:
+                display.close()
+            pidfile.unlink(missing_ok=True)
+            lk.release()

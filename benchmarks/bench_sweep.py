@@ -5,7 +5,7 @@
 Variants, all measured in ONE process on the same data, interleaved epoch by epoch (so a
 change of load on a shared machine hits every variant alike), after warm-up epochs:
 
-  naive        the reference's way: one model at a time, a plain PyTorch loop (sampled weights,
+  naive        the way of jordandeklerk/Amortized-Bayes: one model at a time, a plain PyTorch loop (sampled weights,
                torch.distributions log-densities and KLs, autograd, Adam), fp32, and train
                and test MSE evaluated every epoch (two forward passes at the posterior means)
   engine-M1    this project's engine run with one model at a time (M = 1), fp32, plus the
@@ -93,7 +93,7 @@ def matmul_peak(dtype, reps: int = 12) -> float:
 
 # ------------------------------------------------------------------------- naive baseline
 class PlainModel(nn.Module):
-    """One Bayesian VAE written the plain way (the reference's style): sampled flat theta,
+    """One Bayesian VAE written the plain way (the style of jordandeklerk/Amortized-Bayes): sampled flat theta,
     per-layer matmuls, torch.distributions for log p(x|z,theta) and both KLs."""
 
     def __init__(self, cfg: SweepConfig, family: str, width, seed: int):

@@ -35,6 +35,8 @@ BAD_INPUTS = [
     ("lr nan", ["--lr", "nan"], dict(lr=float("nan")), "lr"),
     ("lr inf", ["--lr", "inf"], dict(lr=float("inf")), "lr"),
     ("lr text", ["--lr", "fast"], dict(lr="fast"), "lr"),
+    ("local_lr 0", ["--local-lr", "0"], dict(local_lr=0.0), "local_lr"),
+    ("local_lr text", ["--local-lr", "fast"], dict(local_lr="fast"), "local_lr"),
     ("n_obs 0", ["--n-obs", "0"], dict(n_obs=0), "n_obs"),
     ("n_obs beyond the split", ["--n-obs", str((MNIST_TRAIN or 60000) + 1)],
      dict(n_obs=(MNIST_TRAIN or 60000) + 1), "n_obs"),

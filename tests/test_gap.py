@@ -11,34 +11,23 @@ from amortlib.gap import (GAP_COLUMNS, GAP_EXTRA_COLUMNS, decompose, elbo_sample
                           eval_noise, fit_q, gap_table, iwae, mean_se, measure_gap, per_image_se,
                           single_encoder, summarise)
 from amortlib.model import BayesianDecoder, DiagGaussian, GaussianLikelihood
+from amortlib.theory.ppca import PPCA, decoder_theta
 from amortlib.train import run_sweep
 
 N_SE = 3.0   # "up to Monte Carlo error": estimates may fall this many standard errors short
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: fast on a shared CPU, and the same numbers on every run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- exact model
 def _linear_decoder(A: torch.Tensor, b: torch.Tensor) -> BayesianDecoder:
-    """A BayesianDecoder whose mean network is exactly f(z) = z A + b: with LeakyReLU(0.2),
-    leaky(u) - leaky(-u) = 1.2 u, so two mirrored units per latent carry z through each layer."""
+    """A BayesianDecoder whose mean network is exactly f(z) = z A + b (the mirrored-unit
+    construction of ``amortlib.theory.ppca.decoder_theta``)."""
     d, D = A.shape
     dec = BayesianDecoder([0], z_dim=d, like_dim=2 * d, x_dim=D, log_s_init=-30.0)
-    eye = torch.eye(d)
-    w1 = torch.cat([eye, -eye], 1)                                  # z -> [z, -z]
-    w2 = torch.cat([torch.cat([eye, -eye], 1), torch.cat([-eye, eye], 1)]) / 1.2
-    w3 = torch.cat([A, -A]) / 1.2
-    theta = torch.cat([w1.flatten(), torch.zeros(2 * d), w2.flatten(), torch.zeros(2 * d),
-                       w3.flatten(), b])
     with torch.no_grad():
-        dec.m.copy_(theta[None])
+        dec.m.copy_(decoder_theta(PPCA(A.T.double(), b.double(), 1.0))[None])
     return dec
 
 

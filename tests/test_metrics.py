@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from amortlib.metrics import (Claim, ClaimError, active_units, check_claims, eval_epochs, kl_per_dim,
-                              mean_image_mse, time_to_tolerance)
+from amortlib.metrics import (Claim, ClaimError, active_units, blowups, check_claims, eval_epochs, kl_per_dim,
+                              mark_blowups, mean_image_mse, summary_table, time_to_tolerance)
 from amortlib.metrics.compare import convergence, match_summary, smallest_matching_width
 
 
@@ -72,11 +72,61 @@ def test_match_summary_pairs_seeds_and_finds_the_matching_width():
         config=["F-VI", "F-VI", "A-VI k=1", "A-VI k=1", "A-VI k=8", "A-VI k=8"],
         family=["factorized"] * 2 + ["amortized"] * 4, width=[None, None, 1, 1, 8, 8], seed=[0, 1] * 3,
         neg_elbo=[100.0, 110.0, 120.0, 130.0, 100.5, 109.0], epochs_to_abs=[100, 80, 50, 40, 20, 40]))
-    s = match_summary(runs).set_index("config")
+    s = match_summary(runs, min_seeds=2).set_index("config")
     assert s.loc["A-VI k=1", "gap_nats"] == pytest.approx(20.0)
     assert s.loc["A-VI k=8", "gap_nats_max"] == pytest.approx(0.5)
     assert not s.loc["A-VI k=1", "matches"] and s.loc["A-VI k=8", "matches"]
     assert s.loc["A-VI k=8", "speedup"] == pytest.approx((100 / 20 + 80 / 40) / 2)
+    assert smallest_matching_width(s.reset_index())["matching_width"].tolist() == [8]
+
+
+def _curves(curves: dict) -> pd.DataFrame:
+    """Tidy metrics of one A-VI run per named curve (negative ELBO at epochs 1, 2, ...)."""
+    rows = []
+    for seed, (name, curve) in enumerate(curves.items()):
+        for ep, v in enumerate(curve, start=1):
+            rows.append(dict(dataset="mnist", likelihood="gaussian", sigma=0.1, family="amortized", width=4,
+                             seed=seed, config="A-VI k=4", epoch=ep, neg_elbo=v, mse_train=0.1, mse_test=0.1,
+                             wall_s=0.0, sweep_wall_s=0.0, diverged=False, unit=name))
+    m = pd.DataFrame(rows)
+    m["width"] = m["width"].astype("Int64")
+    return m
+
+
+def test_blowups_flag_runaway_losses_with_their_epoch_and_spare_transients():
+    m = _curves({
+        "steady": [800, 500, 300, 210, 205, 204],
+        "early transient": [800, 1300, 900, 400, 250, 240],          # rises 500 nats, then trains
+        "crosses zero": [500, 100, -150, -190, -170, -200],          # a 20-nat bump below zero
+        "runaway": [1000, 700, 900, 3e4, 4.5e6, 4.4e6],               # the published Fashion k = 256
+        "lost its descent": [100, 20, -5, 500, 1060, 1100],          # regains 10x its whole descent
+    })
+    b = blowups(m).set_index("seed")
+    assert b["blew_up"].tolist() == [False, False, False, True, True]
+    assert b.loc[3, "blew_up_epoch"] == 4 and b.loc[4, "blew_up_epoch"] == 5
+    met, runs = mark_blowups(m, m.groupby("seed").tail(1).drop(columns="epoch"))
+    assert met.loc[met["seed"] == 3, "blew_up"].tolist() == [False] * 3 + [True] * 3
+    t = summary_table(runs).iloc[0]
+    assert t["seeds"] == 3 and t["blew_up"] == 2                # left out of the means, counted
+    assert t["neg_elbo_mean"] == pytest.approx((204 + 240 - 200) / 3, abs=1e-3)
+
+
+def test_a_verdict_needs_enough_live_seeds_and_says_how_many_it_rests_on():
+    seeds = [0, 1, 2]
+    runs = pd.DataFrame(dict(
+        dataset="mnist", likelihood="gaussian", sigma=0.1, seed=seeds * 3,
+        config=["F-VI"] * 3 + ["A-VI k=8"] * 3 + ["A-VI k=64"] * 3,
+        family=["factorized"] * 3 + ["amortized"] * 6, width=[None] * 3 + [8] * 3 + [64] * 3,
+        neg_elbo=[100.0, 110.0, 105.0, 100.2, 110.1, 105.5, 100.1, 109.0, 104.0],
+        diverged=[False] * 3 + [False] * 3 + [True, True, False], blew_up=False))
+    s = match_summary(runs).set_index("config")
+    assert s.loc["A-VI k=8", "matches"] == True and s.loc["A-VI k=8", "verdict"] == "matches (3 seeds)"
+    assert pd.isna(s.loc["A-VI k=64", "matches"]) and s.loc["A-VI k=64", "seeds"] == 1
+    assert s.loc["A-VI k=64", "verdict"] == "no verdict: 1 of 3 seeds live (needs 3)"
+    assert smallest_matching_width(s.reset_index())["matching_width"].isna().all()   # k=64 has no verdict
+    runs.loc[runs["config"] == "A-VI k=64", "diverged"] = False
+    s = match_summary(runs).set_index("config")
+    assert s.loc["A-VI k=64", "verdict"] == "matches (3 seeds)"
     assert smallest_matching_width(s.reset_index())["matching_width"].tolist() == [8]
 
 

@@ -10,132 +10,25 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
+from sweeps import (FIRST, SECOND, SWEEP, AMORTLIB, UNITS, assert_same_results, finish, gone, holder, start,
+                    training, unit_files, wait_for)
+from sweeps import env as _env
 from test_config import DATA
-
-AMORTLIB = str(Path(sys.executable).with_name("amortlib"))
-UNITS = ["fashion_mnist-gaussian-s0.3", "mnist-gaussian-s0.3"]
-FIRST, SECOND = "mnist-gaussian-s0.3", "fashion_mnist-gaussian-s0.3"     # the order a sweep runs them
-# 200 epochs of 6 tiny models: a few seconds of training per unit, long enough to be killed in
-SWEEP = ["sweep", "--profile", "test", "--dataset", "mnist", "fashion_mnist", "--epochs", "200",
-         "--widths", "2", "--seeds", "0", "1", "--n-obs", "100", "--n-test", "20", "--fit-steps", "10",
-         "--eval-points", "5"]
-TIMING = ["wall_s", "sweep_wall_s", "seconds_to_tol"]
-TIMEOUT = 240
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMORTLIB_")}
-    # one thread: less contention on small machines, and the same arithmetic in every process
-    env.update(AMORTLIB_DATA=DATA, OMP_NUM_THREADS="1", AMORTLIB_PROGRESS_EVERY="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def _start(out: Path, extra=()) -> subprocess.Popen:
-    return subprocess.Popen([AMORTLIB, *SWEEP, *extra, "--out", str(out)], env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _finish(p: subprocess.Popen, timeout=TIMEOUT):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        pytest.fail(f"sweep still running after {timeout} s:\n{out}\n{err}")
-    return p.returncode, out, err
-
-
-def _wait_for(cond, what, p=None, timeout=TIMEOUT):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        if p is not None and p.poll() is not None:
-            out, err = p.communicate()
-            pytest.fail(f"sweep ended (exit {p.returncode}) before {what}:\n{out}\n{err}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def _training(out: Path, unit: str, since: float):
-    """The unit's progress record once its kernel is training (written after ``since``)."""
-    prog = out / "runs" / f".{unit}.progress.json"
-    try:
-        if prog.stat().st_mtime < since:
-            return None
-        st = json.loads(prog.read_text())
-    except (OSError, ValueError):
-        return None
-    return st if 0 <= st["n"] < st["total"] else None     # in the training loop, not done
-
-
-def _holder(out: Path) -> dict:
-    try:
-        return json.loads((out / ".sweep.pid").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def _frames(folder: Path):
-    from amortlib.results import load_results
-    res = load_results(folder)                  # validates: schema, no duplicate keys
-    key_m = ["dataset", "likelihood", "sigma", "config", "seed", "epoch"]
-    key_r = ["dataset", "likelihood", "sigma", "config", "seed"]
-    m = res["metrics"].drop(columns=TIMING, errors="ignore").sort_values(key_m).reset_index(drop=True)
-    r = res["runs"].drop(columns=TIMING, errors="ignore").sort_values(key_r).reset_index(drop=True)
-    return m, r
-
-
-def _unit_files(out: Path, unit: str):
-    return sorted(p.name for p in (out / "units").glob(f"{unit}.*"))
-
-
-class _Background:
-    """An uninterrupted sweep running in the background while other tests run."""
-
-    def __init__(self, out: Path):
-        self.out, self.p, self._result = out, _start(out), None
-
-    def result(self):
-        if self._result is None:
-            self._result = _finish(self.p)
-        code, stdout, stderr = self._result
-        assert code == 0, stderr
-        return self.out, stdout, stderr
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    ref = _Background(tmp_path_factory.mktemp("reference"))
-    yield ref
-    if ref.p.poll() is None:
-        os.killpg(ref.p.pid, signal.SIGKILL)
-        ref.p.communicate()
 
 
 @pytest.mark.slow
 def test_a_second_sweep_into_the_same_folder_refuses_with_the_lock_message(reference):
     out, p = reference.out, reference.p
-    holder = _wait_for(lambda: _holder(out).get("pid"), "the first sweep to take its lock", p)
+    first = wait_for(lambda: holder(out).get("pid"), "the first sweep to take its lock", p)
     assert p.poll() is None
     t0 = time.monotonic()
     second = subprocess.run([AMORTLIB, *SWEEP, "--out", str(out)], env=_env(), text=True,
                             capture_output=True, timeout=120)
     assert p.poll() is None, "the first sweep should still be running"
     assert second.returncode == 3, second.stderr
-    assert "locked by another sweep" in second.stderr and f"pid {holder}" in second.stderr
+    assert "locked by another sweep" in second.stderr and f"pid {first}" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
     assert not second.stdout                                # and it did nothing
 
@@ -145,47 +38,43 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(reference, 
     out = tmp_path / "killed"
     # 1. SIGKILL while the second unit trains (after the first finished)
     t0 = time.time()
-    p = _start(out)
-    _wait_for(lambda: (out / "units" / f"{FIRST}.json").exists(), "the first unit to finish", p)
-    _wait_for(lambda: _training(out, SECOND, t0), "the second unit to train", p)
-    kernel = _holder(out).get("kernel_pid")
-    assert kernel and not _gone(kernel)
+    p = start(out)
+    wait_for(lambda: (out / "units" / f"{FIRST}.json").exists(), "the first unit to finish", p)
+    wait_for(lambda: training(out, SECOND, t0), "the second unit to train", p)
+    kernel = holder(out).get("kernel_pid")
+    assert kernel and not gone(kernel)
     os.kill(p.pid, signal.SIGKILL)
-    _finish(p)
+    finish(p)
     assert p.returncode == -signal.SIGKILL
     # its notebook kernel notices and exits by itself (ipykernel watches its parent)
-    _wait_for(lambda: _gone(kernel), "the orphaned kernel to exit", timeout=10)
+    wait_for(lambda: gone(kernel), "the orphaned kernel to exit", timeout=10)
     time.sleep(1.5)
-    assert _unit_files(out, SECOND) == [], "a killed sweep's kernel must not keep writing"
+    assert unit_files(out, SECOND) == [], "a killed sweep's kernel must not keep writing"
     assert not list((out / "units").glob(".*.tmp"))
     assert (out / ".sweep.pid").exists()                   # the stale lock record of the killed sweep
 
     # 2. rerun: clears the stale lock, skips the finished unit; interrupt it (Ctrl-C) mid-unit too
     t1 = time.time()
-    p = _start(out)
-    _wait_for(lambda: _training(out, SECOND, t1), "the rerun to train the second unit", p)
-    kernel = _holder(out).get("kernel_pid")
+    p = start(out)
+    wait_for(lambda: training(out, SECOND, t1), "the rerun to train the second unit", p)
+    kernel = holder(out).get("kernel_pid")
     p.send_signal(signal.SIGINT)
-    code, stdout, stderr = _finish(p, timeout=60)
+    code, stdout, stderr = finish(p, timeout=60)
     assert code == 130, stderr
     assert "cleared a stale lock" in stdout and "1 of 2 units already finished" in stdout
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert not (out / ".sweep.pid").exists()               # released on the way out
-    _wait_for(lambda: _gone(kernel), "the interrupted sweep's kernel to exit", timeout=15)
-    assert _unit_files(out, SECOND) == []
+    wait_for(lambda: gone(kernel), "the interrupted sweep's kernel to exit", timeout=15)
+    assert unit_files(out, SECOND) == []
 
     # 3. rerun to the end
-    code, stdout, stderr = _finish(_start(out))
+    code, stdout, stderr = finish(start(out))
     assert code == 0, stderr
     assert "stale lock" not in stdout and "1 of 2 units already finished" in stdout
     assert f"finished {SECOND} in" in stdout and f"finished {FIRST} in" not in stdout
 
     ref, _, _ = reference.result()
-    m, r = _frames(out)
-    m_ref, r_ref = _frames(ref)
-    assert len(m) == len(m_ref) and m.groupby(["config", "seed", "dataset"]).size().nunique() == 1
-    pd.testing.assert_frame_equal(m, m_ref)
-    pd.testing.assert_frame_equal(r, r_ref)
+    assert_same_results(out, ref)
     assert not list((out / "runs").glob("*.tmp.ipynb")) and not list((out / "runs").glob(".*"))
 
 

@@ -319,8 +319,10 @@ def decompose(result, measurement: GapMeasurement, n_images: int | None = None,
            inference gap            approximation gap           amortization gap
 
     log p_n = E_{q(theta)} log p(x_n | theta) is estimated by IWAE_K, K = max(ks), with the
-    F-VI optimum q* of the measurement as proposal (a lower bound: the approximation gap is
-    over-, never under-estimated by it). Both ELBOs come from the same draws as the bounds (the
+    F-VI optimum q* of the measurement as proposal. IWAE_K <= log p_n, so the approximation gap
+    (and the inference gap) it gives is an under-estimate, never an over-estimate; if the F-VI
+    fit stopped short of q*, part of the amortization gap is booked as approximation gap
+    instead (their sum is unaffected). Both ELBOs come from the same draws as the bounds (the
     mean log-weight over K samples) and share the theta draws (``n_theta`` from q(theta), or
     theta = m with ``theta="mean"``) and the z noise (common random numbers). IWAE_K with the
     encoder's q as proposal is reported too (``iwae_encoder``)."""

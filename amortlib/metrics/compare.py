@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import RUN_KEYS, config_order, first_below
+from . import RUN_KEYS, config_order, excluded, first_below
 
 GROUP = ["dataset", "likelihood", "sigma"]
 
@@ -24,7 +24,7 @@ def convergence(metrics: pd.DataFrame, baselines: dict, frac: float = 0.9, elbo_
     - ``elbo``: negative ELBO within ``elbo_rel`` (relative) of the run's final value.
     Resolution is the logging cadence (log-spaced epochs)."""
     rows = []
-    for key, g in metrics[~metrics["diverged"]].sort_values("epoch").groupby(
+    for key, g in metrics[~excluded(metrics)].sort_values("epoch").groupby(
             RUN_KEYS + ["config", "unit"], dropna=False, sort=False):
         ep, wall = g["epoch"].tolist(), dict(zip(g["epoch"], g["wall_s"]))
         final = g["neg_elbo"].iloc[-1]
@@ -47,13 +47,20 @@ def _paired(runs: pd.DataFrame, col: str, ref: str = "F-VI") -> pd.DataFrame:
     return runs.merge(base, on=GROUP + ["seed"], how="inner")
 
 
-def match_summary(runs: pd.DataFrame, tol_nats: float = 1.0, speed_col: str = "epochs_to_abs") -> pd.DataFrame:
+#: A verdict ("matches" or not) needs at least this many live seeds (not diverged, not blown up).
+MIN_LIVE_SEEDS = 3
+
+
+def match_summary(runs: pd.DataFrame, tol_nats: float = 1.0, speed_col: str = "epochs_to_abs",
+                  min_seeds: int = MIN_LIVE_SEEDS) -> pd.DataFrame:
     """Per dataset, likelihood setting and configuration: the ELBO gap to F-VI,
     neg_elbo - neg_elbo_F in nats per image (mean and min..max over seeds; positive = worse than
     F-VI), whether it is at most ``tol_nats`` for every seed ("matches"), and the speed-up in
-    ``speed_col`` over F-VI (F-VI's epochs / this configuration's, per seed). Diverged runs are
-    left out (``seeds`` counts the runs used)."""
-    runs = runs[~runs["diverged"].astype(bool)] if "diverged" in runs else runs
+    ``speed_col`` over F-VI (F-VI's epochs / this configuration's, per seed). Runs that diverged
+    or blew up are left out: ``seeds`` counts the live pairs, ``of`` all seeds, and with fewer
+    than ``min_seeds`` live pairs there is no verdict (``matches`` is NA, ``verdict`` says why)."""
+    total = runs.groupby(GROUP + ["config"], sort=False, dropna=False)["seed"].nunique().rename("of")
+    runs = runs[~excluded(runs)]
     p = _paired(runs, "neg_elbo")
     p["gap_nats"] = p["neg_elbo"] - p["neg_elbo_ref"]
     if speed_col in runs:
@@ -62,12 +69,19 @@ def match_summary(runs: pd.DataFrame, tol_nats: float = 1.0, speed_col: str = "e
     g = p.groupby(GROUP + ["config"], sort=False, dropna=False)
     out = g.agg(gap_nats=("gap_nats", "mean"), gap_nats_min=("gap_nats", "min"),
                 gap_nats_max=("gap_nats", "max"), seeds=("seed", "nunique"))
-    out["matches"] = g["gap_nats"].apply(lambda s: bool((s <= tol_nats).all()))
+    ok = g["gap_nats"].apply(lambda s: bool((s <= tol_nats).all()))
     if "speedup" in p:
         out["speedup"] = g["speedup"].mean()
         out["speedup_min"] = g["speedup"].min()
         out["speedup_max"] = g["speedup"].max()
-    out = out.reset_index()
+    # every configuration keeps its row, one with no live seed too (seeds 0, no verdict)
+    out = total.to_frame().join(out, how="left")
+    out["seeds"] = out["seeds"].fillna(0).astype(int)
+    out["matches"] = ok.reindex(out.index).astype("boolean").where(out["seeds"] >= min_seeds, pd.NA)
+    out = out[[c for c in out.columns if c != "of"] + ["of"]].reset_index()
+    out["verdict"] = [("matches" if m else "behind") + f" ({n} seeds)" if n >= min_seeds else
+                      f"no verdict: {n} of {t} seeds live (needs {min_seeds})"
+                      for m, n, t in zip(out["matches"].fillna(False), out["seeds"], out["of"])]
     order = {c: i for i, c in enumerate(config_order(runs))}
     return out.sort_values(GROUP + ["config"], key=lambda s: s.map(order) if s.name == "config" else s,
                            ignore_index=True)
@@ -79,7 +93,7 @@ def smallest_matching_width(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in summary[summary["config"].str.startswith("A-VI")].groupby(GROUP, sort=False):
         g = g.assign(width=g["config"].str.extract(r"k=(\d+)")[0].astype(int)).sort_values("width")
-        ok = g["matches"].tolist()
+        ok = g["matches"].fillna(False).tolist()     # no verdict counts as not matching
         k = next((w for i, w in enumerate(g["width"]) if all(ok[i:])), np.nan)
         rows.append(dict(zip(GROUP, key), matching_width=k))
     return pd.DataFrame(rows)
@@ -96,8 +110,8 @@ def likelihood_label(likelihood: str, sigma: float) -> str:
 
 def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -> pd.DataFrame:
     """The likelihood-scale study: per dataset, likelihood setting and configuration, means over
-    the seeds that did not diverge (``seeds``; ``diverged`` counts the others; a configuration
-    whose every seed diverged keeps its row, with no means) of the final
+    the live seeds (``seeds``; ``diverged`` and ``blew_up`` count the others, a run can be both;
+    a configuration with no live seed keeps its row, with no means) of the final
     negative ELBO, active units, train MSE relative to the mean image, test MSE (and relative),
     epochs to the three tolerances of ``convergence``, and the mean amortization gap on train
     and test images when ``gap`` (from ``amortlib.gap``) is given."""
@@ -105,8 +119,10 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
     runs = res["runs"].merge(conv[RUN_KEYS + ["mse_train_rel", "epochs_to_abs", "epochs_to_rel", "epochs_to_elbo"]],
                              on=RUN_KEYS, how="left")
     order = {c: i for i, c in enumerate(config_order(runs))}
-    diverged = runs.loc[runs["diverged"].astype(bool), GROUP + ["config", "seed"]]
-    runs = runs[~runs["diverged"].astype(bool)]
+    dead = excluded(runs)
+    diverged = runs.loc[dead, GROUP + ["config", "seed"]]
+    counts = runs[dead].groupby(GROUP + ["config"])[[f for f in ("diverged", "blew_up") if f in runs]].sum()
+    runs = runs[~dead]
     test_base = baselines(res, "test")
     runs["mse_test_rel"] = runs["mse_test"] / runs["unit"].map(test_base)
     cols = ["neg_elbo", "active_units", "mse_train_rel", "mse_test", "mse_test_rel", "epochs_to_abs",
@@ -116,10 +132,10 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
     out["neg_elbo_sd"] = g["neg_elbo"].std()
     out["seeds"] = g.size()
     out = out.reset_index()
-    n_div = diverged.groupby(GROUP + ["config"]).size().rename("diverged").reset_index()
-    # outer: a configuration whose every seed diverged keeps its row (no means, seeds 0)
-    out = out.merge(n_div, on=GROUP + ["config"], how="outer").fillna({"diverged": 0, "seeds": 0})
-    out[["seeds", "diverged"]] = out[["seeds", "diverged"]].astype(int)
+    # outer: a configuration whose every seed diverged or blew up keeps its row (no means, seeds 0)
+    flags = list(counts.columns)
+    out = out.merge(counts.reset_index(), on=GROUP + ["config"], how="outer").fillna({f: 0 for f in flags + ["seeds"]})
+    out[["seeds", *flags]] = out[["seeds", *flags]].astype(int)
     if gap is not None and not gap.empty:
         ok = gap.merge(diverged.assign(_dead=True), on=GROUP + ["config", "seed"], how="left")
         ok = ok[ok["_dead"].isna()]

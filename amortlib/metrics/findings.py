@@ -50,7 +50,7 @@ def _all(series) -> bool:
 
 
 FINDINGS = [
-    Claim("At the reference's likelihood (Gaussian, σ = 1) on MNIST the latent variable is hardly used: "
+    Claim("At Gaussian σ = 1 on MNIST the latent variable is hardly used: "
           "every configuration ends with a training MSE within 10% of the mean-image MSE, and every one, "
           "constant-VI included, ends within 0.5 nats per image of F-VI's ELBO. A-VI \"matches\" F-VI "
           "there because no family needs to infer anything.",
@@ -76,8 +76,10 @@ FINDINGS = [
           "F-VI on both datasets.",
           lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"]))["gap_nats"] > 100)),
     Claim("At σ = 0.1, after the same 800 epochs at the same learning rate, A-VI with k ≥ 16 ends with a "
-          "better ELBO than F-VI on both datasets (it matches F-VI, and more): F-VI's per-image parameters, "
-          "each updated from one image, have not caught up.",
+          "better ELBO than jointly trained F-VI on both datasets. That lead is an optimisation artifact of "
+          "this budget, not an advantage of amortization: for a fixed decoder the F-VI family contains every "
+          "A-VI solution, so F-VI at its optimum can only do better; its per-image parameters, each updated "
+          "from one image, are still far from that optimum here.",
           lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", WIDE))["gap_nats"] < 0)),
     Claim("At σ = 0.1, A-VI with k ≥ 16 reaches the tolerance that needs the latent (train MSE below 90% "
           "of the mean-image MSE) at least 3 times faster in epochs than F-VI, on both datasets.",
@@ -96,12 +98,13 @@ FINDINGS = [
                         > _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["gap_train"].iloc[0]
                         for ds in t["dataset"].unique())
           and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"] + WIDE).eval("gap_test > gap_train"))),
-    Claim("Training is not always stable at this learning rate (0.01, ten times the reference's, chosen so "
-          "that F-VI gets near its optimum within a CPU budget): on Fashion-MNIST, the widest encoder "
-          "(A-VI k = 256) diverged (NaN) in some seeds at σ = 0.1, and at σ = 1 and with the Bernoulli "
-          "likelihood it ends more than 100 nats per image behind F-VI. The paper profile uses the "
-          "reference's 0.001.",
-          lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist")["diverged"] >= 1)
-          and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "fashion_mnist")["gap_nats"] > 100)
-          and _all(_rows(t, "Bernoulli", ["A-VI k=256"], "fashion_mnist")["gap_nats"] > 100)),
+    Claim("Training is not always stable at this learning rate (0.01, ten times the reference's): on "
+          "Fashion-MNIST the widest encoder (A-VI k = 256) diverged (NaN) or blew up (its negative ELBO ran "
+          "off to more than ten times its scale) in at least one seed of every likelihood setting, and in "
+          "every seed with the Bernoulli likelihood. Such runs are listed with their epoch and left out of "
+          "every mean and verdict. The paper profile uses the reference's 0.001.",
+          lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
+          and _all(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
+          and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
+          and _all(_rows(t, "Bernoulli", ["A-VI k=256"], "fashion_mnist")["seeds"] == 0)),
 ]

@@ -1,6 +1,7 @@
 """The Bayesian decoder: M independent decoders stacked along a leading model axis.
 
-f_theta: z -> like_dim -> like_dim -> x_dim, LeakyReLU(0.2) between layers, as in the reference.
+f_theta: z -> like_dim -> like_dim -> x_dim, LeakyReLU(0.2) between layers, as in Margossian & Blei's
+notebook and jordandeklerk/Amortized-Bayes.
 Prior theta ~ N(0, I) over all weights and biases; q(theta) = N(m, diag s^2) over the flattened
 parameter vector (P numbers per model). Model i's m is initialised like ``torch.nn.Linear``
 (U(-1/sqrt(fan_in), 1/sqrt(fan_in))) from a generator seeded with its seed, so models that

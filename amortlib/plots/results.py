@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..metrics import config_order
+from ..metrics import config_order, excluded
 
 #: One colour per configuration, stable across figures.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -54,7 +54,7 @@ def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | 
     over the dataset's likelihood settings. ``baselines``: {unit: y} drawn as a dashed line
     (e.g. the mean-image MSE)."""
     m = res["metrics"]
-    m = m[(m["dataset"] == dataset) & ~m["diverged"]]
+    m = m[(m["dataset"] == dataset) & ~excluded(m)]      # a run's curve stops where it diverged or blew up
     units = sorted((u for u in res["meta"] if res["meta"][u]["config"]["dataset"] == dataset),
                    key=lambda u: (res["meta"][u]["config"]["likelihood"] != "gaussian",
                                   res["meta"][u]["config"]["sigma"]))

@@ -55,11 +55,15 @@ class StackedVAE(nn.Module):
             start += len(fam.specs)
         return slice(start, start)
 
-    def optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
+    def optimizers(self, lr: float, weight_decay: float = 0.0,
+                   local_lr: float | None = None) -> list[torch.optim.Optimizer]:
         """Adam for the dense parameters (decoder, encoders, constant), lazy (sparse) Adam for
         the factorized table so a mini-batch step moves only its rows. Adam is elementwise, so
         one optimizer over stacked parameters equals one optimizer per model. ``weight_decay`` (an L2 term added to the objective, off by
-        default) applies to the dense parameters only; the F-VI table is never decayed."""
+        default) applies to the dense parameters only; the F-VI table is never decayed.
+        ``local_lr``: the learning rate of the F-VI table (its per-image (mu_n, log sigma_n));
+        None: ``lr``. Adam moves each coordinate by about its learning rate per step, so the
+        table's lr sets how fast F-VI's q(z_n) can travel, whatever the decoder's lr."""
         sparse = [p for fam in self.families if fam.sparse for p in fam.parameters()]
         sparse_ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]
@@ -67,7 +71,7 @@ class StackedVAE(nn.Module):
         # inside a sweep, which would break the sweep's exactness)
         opts = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay, foreach=True)]
         if sparse:  # SparseAdam has no weight decay: the F-VI table is never decayed
-            opts.append(RowAdam(sparse, lr=lr))
+            opts.append(RowAdam(sparse, lr=lr if local_lr is None else local_lr))
         return opts
 
 

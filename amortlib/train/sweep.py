@@ -9,7 +9,8 @@ times every seed) trained in ONE loop, one optimiser step for all of them.
         at ~100 log-spaced epochs: neg-ELBO, train/test MSE at the posterior means
 
 A model whose loss turns NaN or infinite is marked diverged (with its epoch) and no longer
-logged; the others train on unaffected, since no operation mixes models.
+logged; the others train on unaffected, since no operation mixes models. A model whose finite
+loss runs away is marked ``blew_up`` (``amortlib.metrics.blowups``); both are left out of means.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import torch
 
 from .. import data
 from ..config import SweepConfig
-from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, mean_image_mse, mse,
-                       time_to_tolerance)
+from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, mark_blowups, mean_image_mse,
+                       mse, time_to_tolerance)
 from ..model import DiagGaussian
 from ..objective import neg_elbo
 from .fit_local import fit_local, posterior_mean_recon
@@ -138,7 +139,7 @@ def calibrate(cfg: SweepConfig, x: torch.Tensor, device, steps: int = 3) -> dict
             continue
         c = cfg.replace(families=(fam,), widths=(w,) if w else (), seeds=cfg.seeds[:1], progress=False)
         model = StackedVAE(c).to(device)
-        opts = model.optimizers(c.lr)
+        opts = model.optimizers(c.lr, c.weight_decay, c.local_lr)
         noise = NoiseSource(model.seeds, device, offset=99)
         alive = torch.ones(1, dtype=torch.bool, device=device)
         gen = torch.Generator().manual_seed(c.data_seed)
@@ -185,7 +186,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     xt = model.likelihood.prepare(x_test.to(device))
     sec_per_epoch = calibrate(cfg, x, device, calibrate_steps) if calibrate_steps else {}
 
-    opts = model.optimizers(cfg.lr, cfg.weight_decay)
+    opts = model.optimizers(cfg.lr, cfg.weight_decay, cfg.local_lr)
     noise = NoiseSource(model.seeds, device)
     order = torch.Generator().manual_seed(cfg.data_seed)
     M = model.n_models
@@ -244,6 +245,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     metrics["width"] = metrics["width"].astype("Int64")
     runs = final_runs(model, metrics, x, xt, fvi_test, cfg)
+    metrics, runs = mark_blowups(metrics, runs)
     info = dict(device=str(device), device_name=_device_name(device), precision=cfg.precision,
                 torch=torch.__version__, python=platform.python_version(), n_models=M,
                 train_seconds=train_s, eval_seconds=t_eval, sec_per_epoch_alone=sec_per_epoch,
