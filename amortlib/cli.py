@@ -1,9 +1,10 @@
 """The ``amortlib`` command: ``sweep``, ``report``, ``data check``.
 
-Exit codes: 0 success; 1 a failure (a unit's notebook raised, corrupt results, incomplete data);
-2 bad arguments (one line naming the parameter, the value and what it accepts; nothing is
-written); 3 the results folder is locked by another sweep; 130 interrupted (Ctrl-C, SIGTERM:
-the finished units are kept, rerun the same command to resume).
+Exit codes: 0 success; 1 a failure (a unit's notebook raised, corrupt results, incomplete data,
+a full disk or another I/O error); 2 bad arguments (one line naming the parameter, the value and
+what it accepts, an unusable --out and damaged data files included; nothing is written); 3 the
+results folder is locked by another sweep; 130 interrupted (Ctrl-C, SIGTERM, at any moment: the
+finished units are kept, rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def _build() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="print summary tables of existing results",
                        description="Per unit, the mean and standard deviation over seeds of the final metrics of "
-                                   "each configuration, and every diverged run. Corrupt results files are named "
+                                   "each configuration over its live seeds, and every run that diverged or blew up, "
+                                   "with its epoch. Corrupt results files are named "
                                    "and left out (exit code 1).")
     r.add_argument("--results", type=Path, metavar="DIR",
                    help="results folder (default: $AMORTLIB_RESULTS, else the newest under results/)")

@@ -93,7 +93,7 @@ for ds in datasets:
 # ## Summary: the headline setting
 #
 # Final values per configuration (mean and standard deviation over the live seeds, `seeds`),
-# epochs and the model's own training seconds to the reference project's tolerance (train
+# epochs and the model's own training seconds to the tolerance of jordandeklerk/Amortized-Bayes (train
 # MSE < 0.07; empty when a configuration never reaches it). Runs that diverged (their loss
 # became NaN) or blew up (their finite negative ELBO ran off to more than ten times its scale,
 # see `amortlib.metrics.blowups`) are counted in `diverged` and `blew_up` and left out of
@@ -115,7 +115,7 @@ summary_table(head)[cols]
 # than F-VI for every seed. Runs that diverged or blew up are left out (`seeds` counts the live
 # pairs, `of` all seeds), and a verdict needs at least three live seeds: `verdict` says how
 # many it rests on, or that there is none. The speed-up is F-VI's epochs to a tolerance divided by the
-# configuration's, per seed (mean and range). Two tolerances: the reference's absolute
+# configuration's, per seed (mean and range). Two tolerances: Amortized-Bayes's absolute
 # train MSE < 0.07, and one relative to the mean-image baseline (train MSE below 90% of it),
 # which a model can only reach by using its latent variable.
 
@@ -136,7 +136,7 @@ widths
 # %% [markdown]
 # ## Time to tolerance across seeds
 #
-# The reference reports that A-VI reaches its tolerance "2 to 3 times faster" than F-VI.
+# The Amortized-Bayes project reports that A-VI reaches this tolerance "2 to 3 times faster" than F-VI.
 # Epochs (iterations) and seconds to train MSE < 0.07 in the headline setting, every seed a
 # dot. Seconds are each model's own training time (its measured time per epoch when trained
 # alone on this machine, times its epochs), so A-VI pays for its encoder here.

@@ -19,18 +19,23 @@ from test_config import DATA
 
 
 @pytest.mark.slow
-def test_a_second_sweep_into_the_same_folder_refuses_with_the_lock_message(reference):
-    out, p = reference.out, reference.p
-    first = wait_for(lambda: holder(out).get("pid"), "the first sweep to take its lock", p)
-    assert p.poll() is None
-    t0 = time.monotonic()
-    second = subprocess.run([AMORTLIB, *SWEEP, "--out", str(out)], env=_env(), text=True,
-                            capture_output=True, timeout=120)
-    assert p.poll() is None, "the first sweep should still be running"
-    assert second.returncode == 3, second.stderr
-    assert "locked by another sweep" in second.stderr and f"pid {first}" in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
-    assert not second.stdout                                # and it did nothing
+def test_a_second_sweep_into_the_same_folder_refuses_with_the_lock_message(tmp_path):
+    out = tmp_path / "locked"
+    p = start(out, extra=["--epochs", "20000"])             # runs far longer than this test
+    try:
+        first = wait_for(lambda: holder(out).get("pid"), "the first sweep to take its lock", p)
+        t0 = time.monotonic()
+        second = subprocess.run([AMORTLIB, *SWEEP, "--epochs", "20000", "--out", str(out)], env=_env(),
+                                text=True, capture_output=True, timeout=120)
+        assert p.poll() is None, "the first sweep should still be running"
+        assert second.returncode == 3, second.stderr
+        assert "locked by another sweep" in second.stderr and f"pid {first}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
+        assert not second.stdout                            # and it did nothing
+    finally:
+        p.send_signal(signal.SIGINT)
+        code, _, stderr = finish(p, timeout=120)
+    assert code == 130, stderr
 
 
 @pytest.mark.slow

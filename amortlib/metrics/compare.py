@@ -18,7 +18,7 @@ def convergence(metrics: pd.DataFrame, baselines: dict, frac: float = 0.9, elbo_
                 abs_tol: float = 0.07) -> pd.DataFrame:
     """Per run, epochs (and the model's own seconds) to three tolerances:
 
-    - ``abs``: train MSE < ``abs_tol`` (the reference's 0.07),
+    - ``abs``: train MSE < ``abs_tol`` (jordandeklerk/Amortized-Bayes's 0.07),
     - ``rel``: train MSE < ``frac`` x the mean-image MSE of the same images (``baselines``:
       {unit: mean-image train MSE}); reaching it needs the latent variable,
     - ``elbo``: negative ELBO within ``elbo_rel`` (relative) of the run's final value.

@@ -56,8 +56,8 @@ FINDINGS = [
           "there because no family needs to infer anything.",
           lambda t: _all(_rows(t, "Gaussian σ=1", dataset="mnist")["mse_train_rel"].between(0.9, 1.1))
           and _all(_rows(t, "Gaussian σ=1", dataset="mnist")["gap_nats"].abs() < 0.5)),
-    Claim("At σ = 1, constant-VI, which cannot tell one image from another, passes the reference's "
-          "tolerance (train MSE < 0.07) on MNIST: that tolerance measures how fast the decoder learns the "
+    Claim("At σ = 1, constant-VI, which cannot tell one image from another, passes the tolerance "
+          "of jordandeklerk/Amortized-Bayes (train MSE < 0.07) on MNIST: that tolerance measures how fast the decoder learns the "
           "mean image, not inference.",
           lambda t: _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "mnist")["epochs_to_abs"].notna())),
     Claim("Fashion-MNIST's images vary more (mean-image MSE 0.087 against MNIST's 0.066): there, even at "
@@ -98,11 +98,11 @@ FINDINGS = [
                         > _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["gap_train"].iloc[0]
                         for ds in t["dataset"].unique())
           and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"] + WIDE).eval("gap_test > gap_train"))),
-    Claim("Training is not always stable at this learning rate (0.01, ten times the reference's): on "
+    Claim("Training is not always stable at this learning rate (0.01, ten times the reference codes'): on "
           "Fashion-MNIST the widest encoder (A-VI k = 256) diverged (NaN) or blew up (its negative ELBO ran "
           "off to more than ten times its scale) in at least one seed of every likelihood setting, and in "
           "every seed with the Bernoulli likelihood. Such runs are listed with their epoch and left out of "
-          "every mean and verdict. The paper profile uses the reference's 0.001.",
+          "every mean and verdict. The paper profile uses their 0.001.",
           lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
           and _all(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
           and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
