@@ -35,7 +35,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .paths import BOOK_ROOT_ENV, book_root, checkout, prepare_book_copy
+
+#: The book built: the source checkout, else a copy of the installed package's book files in
+#: ``./amortlib-book`` (see ``amortlib.paths``).
+ROOT = book_root()
 NPM_DIR = ROOT / "book" / "vendor"
 NODE_MODULES = NPM_DIR / "node_modules"
 STATIC_VENDOR = ROOT / "book" / "_static" / "vendor"
@@ -162,6 +166,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 def assets(force: bool = False, log=print) -> Path:
     """Fetch and copy the offline assets into book/_static/vendor (no-op when up to date)."""
+    prepare_book_copy(ROOT)
     if not force and assets_ready():
         log(f"assets: up to date in {STATIC_VENDOR.relative_to(ROOT)}")
         return STATIC_VENDOR
@@ -191,8 +196,10 @@ def build(extra_args: list[str] | None = None, log=print) -> int:
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT),
            "--builder", "html", "-W", "-n", "--keep-going", *(extra_args or [])]
+    if checkout() is None:
+        log(f"building the installed book in {ROOT}")
     log("$ " + " ".join(cmd))
-    env = dict(os.environ)
+    env = dict(os.environ, **{BOOK_ROOT_ENV: str(ROOT)})  # the Sphinx extension's ROOT too
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets the kernels' debugger warning
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--all", action="store_true", help="re-build every page")
     args = parser.parse_args(argv)
     try:
+        prepare_book_copy(ROOT)   # an installed amortlib builds a copy of the book it ships
         missing = [p for p in (ROOT / "_config.yml", NPM_DIR / "package.json") if not p.is_file()]
         if missing:
             raise RuntimeError(f"the book's sources are not installed with the package ({missing[0]} is missing): "

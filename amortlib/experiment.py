@@ -42,12 +42,37 @@ def experiment_config(params: dict) -> tuple[SweepConfig, str | None, str | None
     if unit is not None and (not isinstance(unit, str) or not _UNIT_RE.match(unit)):
         raise ValueError(f"unit={unit!r} is invalid: expected a file stem of letters, digits, '_', '.', "
                          f"'+' or '-' (or None)")
-    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if v is not None}
+    overrides = {k: (tuple(v) if isinstance(v, list) else v)
+                 for k, v in _lists_from_json(params).items() if v is not None}
     cfg = SweepConfig.from_profile(profile, **overrides)
     path = os.environ.get(PROGRESS_ENV)
     if path and cfg.progress:
         route_progress_to_file(path)
     return cfg, (None if output is None else os.fspath(output)), unit
+
+
+#: Parameters that take a list (papermill's ``-p`` passes text: give it as JSON).
+LIST_PARAMS = tuple(f.name for f in dataclasses.fields(SweepConfig) if isinstance(f.default, tuple))
+
+
+def _lists_from_json(params: dict) -> dict:
+    """``papermill -p widths '[1, 16]'`` passes the text ``'[1, 16]'``: read it as JSON. Other
+    text for a list parameter (``1,16``) is an error that says how to pass a list."""
+    out = dict(params)
+    for name in LIST_PARAMS:
+        value = out.get(name)
+        if not isinstance(value, str) or (name == "families" and not value.lstrip().startswith("[")):
+            continue  # families also takes one name
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list):
+            example = '["amortized", "constant"]' if name == "families" else "[1, 16]"
+            raise ValueError(f"{name}={value!r} is invalid: expected a list, as JSON with papermill's -p "
+                             f"(-p {name} '{example}') or as YAML with -y (-y '{name}: {example}')")
+        out[name] = parsed
+    return out
 
 
 # ---------------------------------------------------------------- progress side channel

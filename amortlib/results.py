@@ -297,10 +297,9 @@ def results_root() -> Path:
     ``notebooks/`` find it), else ``./results``."""
     if os.environ.get("AMORTLIB_RESULTS_ROOT"):
         return Path(os.environ["AMORTLIB_RESULTS_ROOT"])
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists() and (checkout / "notebooks").is_dir():
-        return checkout / "results"
-    return Path.cwd() / "results"
+    from .paths import checkout
+    root = checkout()
+    return root / "results" if root is not None else Path.cwd() / "results"
 
 
 def is_published(folder: Path) -> bool:
@@ -311,13 +310,15 @@ def is_published(folder: Path) -> bool:
 
 def newest_results(root: Path | None = None) -> Path:
     """The results folder to show: ``$AMORTLIB_RESULTS`` if set, else the most recently
-    finished of ``results/<profile>`` and ``results/published/<profile>``."""
+    finished of ``results/<profile>`` and ``results/published/<profile>`` (for an installed
+    amortlib, also the published results installed with it)."""
     pinned = os.environ.get("AMORTLIB_RESULTS")
     if pinned:
         return Path(pinned)
     root = Path(root) if root else results_root()
-    cands = [p for p in list(root.glob("*/units")) + list(root.glob("published/*/units"))
-             if any(p.glob("*.json"))]
+    from .paths import published_results  # the checkout's, or those installed with the package
+    found = [*root.glob("*/units"), *root.glob("published/*/units"), *published_results().glob("*/units")]
+    cands = [p for p in dict.fromkeys(p.resolve() for p in found) if any(p.glob("*.json"))]
     if not cands:
         raise ResultsError(f"no results under {root}: run `amortlib sweep --profile quick`")
     newest = max(cands, key=lambda p: max(_finished_at(j) for j in p.glob("*.json")))

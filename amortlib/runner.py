@@ -32,6 +32,8 @@ from filelock import FileLock, Timeout
 
 from .config import DATASETS, LIKELIHOODS, PROFILES, SweepConfig
 from .experiment import PROGRESS_ENV, read_progress, unit_name
+from . import paths
+from .provenance import finish_run_notebook
 
 #: Likelihood settings each profile sweeps: the first is the book's headline setting, the rest
 #: form the likelihood-scale study (does the latent get used at all?).
@@ -42,7 +44,7 @@ VARIANTS = {
     "paper": [("gaussian", 0.1), ("gaussian", 0.5 ** 0.5), ("bernoulli", 1.0)],
     "test": [("gaussian", 0.3)],
 }
-EXPERIMENT = Path(__file__).resolve().parent.parent / "notebooks" / "04_experiment.ipynb"
+EXPERIMENT = paths.experiment_notebook()   # the checkout's, or the installed package's copy
 #: Its Jupytext twin, the tracked source: executed when present, so a sweep never runs a stale
 #: or missing .ipynb.
 EXPERIMENT_PY = EXPERIMENT.with_suffix(".py")
@@ -512,6 +514,7 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             pm_log.setLevel(logging.ERROR)   # not "Passed unknown parameter" for each non-default setting
             try:
                 _execute(notebook, tmp, _notebook_params(cfg, out, unit, progress), klog, record)
+                finish_run_notebook(tmp, out, unit)   # no absolute paths; the run's provenance
                 os.replace(tmp, runs / f"{unit}.ipynb")
             except pm.PapermillExecutionError as err:
                 kept = runs / f"{unit}.failed.ipynb"

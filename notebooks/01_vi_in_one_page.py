@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -15,6 +15,8 @@
 
 # %% [markdown]
 # # Variational inference in one page
+#
+# [![Open in Colab](../book/_static/open-in-colab.svg)](https://colab.research.google.com/github/amortlib/amortized-vi-book/blob/v0.1.0/notebooks/01_vi_in_one_page.ipynb)
 #
 # A Bayesian model is a joint density $p(x, z) = p(z)\,p(x \mid z)$ over observations $x$ and
 # latent variables $z$. Everything we want to know after seeing $x$ is in the **posterior**
@@ -93,11 +95,14 @@
 # (`amortlib.theory.vi1d`).
 
 # %%
-# In Colab, install amortlib from the book's repository; elsewhere this does nothing.
+# In Colab: install amortlib (with the book's chapters and published results) at this book's
+# release and let widgets draw; elsewhere this does nothing.
 import subprocess, sys
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book"], check=True)
+                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book@v0.1.0"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
 
 # %%
 import amortlib.plots  # noqa: F401  (plotly figures that render in Jupyter and in the book)

@@ -2,9 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -13,6 +15,8 @@
 
 # %% [markdown]
 # # The Bayesian VAE
+#
+# [![Open in Colab](../book/_static/open-in-colab.svg)](https://colab.research.google.com/github/amortlib/amortized-vi-book/blob/v0.1.0/notebooks/03_bayesian_vae.ipynb)
 #
 # The experiments of this book fit one model, a variational autoencoder {cite}`kingma2014auto`
 # whose decoder is itself uncertain: a *Bayesian* VAE, as in {cite}`margossian2023amortized`.
@@ -60,11 +64,14 @@
 # therefore not comparable with these nats per image, and not a bound.
 
 # %%
-# In Colab, install amortlib from the book's repository; elsewhere this does nothing.
+# In Colab: install amortlib (with the book's chapters and published results) at this book's
+# release and let widgets draw; elsewhere this does nothing.
 import subprocess, sys
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book"], check=True)
+                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book@v0.1.0"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
 
 # %% [markdown]
 # This is the function that computes it. It receives $q(z)$ as a pair of tensors and never

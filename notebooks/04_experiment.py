@@ -2,9 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -14,6 +16,8 @@
 # %% [markdown]
 # # The experiment
 #
+# [![Open in Colab](../book/_static/open-in-colab.svg)](https://colab.research.google.com/github/amortlib/amortized-vi-book/blob/v0.1.0/notebooks/04_experiment.ipynb)
+#
 # This notebook is the unit of work of the sweep: `amortlib sweep` executes it with
 # [papermill](https://papermill.readthedocs.io) once per dataset and likelihood setting, and keeps
 # every executed copy under `results/<profile>/runs/` as the record of what ran.
@@ -22,13 +26,27 @@
 # One call trains **every** model of the unit at once: F-VI, A-VI at each encoder width and
 # constant-VI, for every seed, stacked along a leading model axis and updated by one optimiser
 # step (see {doc}`03_bayesian_vae`).
+#
+# To run one unit yourself, give papermill the parameters of the next cell. Lists take JSON
+# from `-p`, or YAML from `-y`; with `output` (a results folder) and `unit`, the unit is saved
+# there as the sweep saves it, with its provenance (amortlib version, git commit, a digest of
+# the installed packages, the data files' SHA-256):
+#
+# ```bash
+# papermill notebooks/04_experiment.ipynb out.ipynb -p profile quick -p dataset fashion_mnist \
+#     -p widths '[1, 16]' -p seeds '[0, 1]' -p output results/mine -p unit fashion_mnist-gaussian-s0.1
+# papermill notebooks/04_experiment.ipynb out.ipynb -y 'widths: [1, 16]'
+# ```
 
 # %%
-# In Colab, install amortlib from the book's repository; elsewhere this does nothing.
+# In Colab: install amortlib (with the book's chapters and published results) at this book's
+# release and let widgets draw; elsewhere this does nothing.
 import subprocess, sys
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book"], check=True)
+                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book@v0.1.0"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
 
 # %% tags=["parameters"]
 _names_before = set(globals())
@@ -94,7 +112,9 @@ gap.pivot_table(index="config", columns="split", values="gap_mean", sort=False).
 
 # %%
 if output is not None:
+    from amortlib.provenance import record
     from amortlib.results import save_unit
 
+    result.info["provenance"] = record(cfg)   # version, commit, dependencies, data checksums
     path = save_unit(result, output, unit, recon=result.reconstructions(), tables={"gap": gap})
     print("saved", path.name)

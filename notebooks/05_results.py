@@ -2,9 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -14,16 +16,21 @@
 # %% [markdown]
 # # Results on MNIST and Fashion-MNIST
 #
+# [![Open in Colab](../book/_static/open-in-colab.svg)](https://colab.research.google.com/github/amortlib/amortized-vi-book/blob/v0.1.0/notebooks/05_results.ipynb)
+#
 # Does amortized inference (A-VI) reach the ELBO and the reconstruction error of factorized
 # inference (F-VI), from which encoder width, and how much faster? This chapter reads the
 # newest results that exist, and says which profile and machine produced them.
 
 # %%
-# In Colab, install amortlib from the book's repository; elsewhere this does nothing.
+# In Colab: install amortlib (with the book's chapters and published results) at this book's
+# release and let widgets draw; elsewhere this does nothing.
 import subprocess, sys
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book"], check=True)
+                    "amortlib @ git+https://github.com/amortlib/amortized-vi-book@v0.1.0"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
 
 # %%
 import pandas as pd

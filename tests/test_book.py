@@ -270,3 +270,57 @@ def test_page_renders_offline(page_path, server, browser_context):
             assert widgets["outputsWithFigure"] == 1, widgets
             assert any(f["inWidget"] for f in figures) and any(not f["inWidget"] for f in figures)
     assert shot.stat().st_size > 10_000
+
+
+def _luminance(css_color: str) -> float:
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css_color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.slow
+def test_figures_are_readable_in_dark_mode(server, browser_context):
+    """In the theme's dark mode (the reader's system preference), a figure's background is
+    transparent and its text light (book/_static/amortlib.css); screenshot in test-output/."""
+    page_path = "notebooks/05_results.html"
+    page = browser_context.new_page()
+    try:
+        page.emulate_media(color_scheme="dark")
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        page.wait_for_function("() => document.documentElement.dataset.theme === 'dark' && "
+                               "document.querySelectorAll('.js-plotly-plot .xtick text').length > 0",
+                               timeout=30_000)
+        style = page.evaluate("""() => {
+            const fig = document.querySelector('.js-plotly-plot');
+            const text = fig.querySelector('.xtick text');
+            let e = fig, behind = 'rgba(0, 0, 0, 0)';   // the first opaque backdrop of the figure
+            while (e && /rgba\(0, 0, 0, 0\)|transparent/.test(behind)) {
+                behind = getComputedStyle(e).backgroundColor; e = e.parentElement; }
+            return {paper: getComputedStyle(fig.querySelector('.main-svg')).backgroundColor,
+                    behind: behind,
+                    plot: getComputedStyle(fig.querySelector('.bg')).fill,
+                    text: getComputedStyle(text).fill,
+                    body: getComputedStyle(document.body).backgroundColor};
+        }""")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        fig = page.locator(".js-plotly-plot").first
+        fig.scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "dark__05_results.png"))
+    finally:
+        page.close()
+    assert _luminance(style["body"]) < 0.2, style          # the page is dark
+    assert _luminance(style["behind"]) < 0.2, style        # and so is what the figure sits on
+    assert style["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), style
+    assert style["plot"] in ("rgba(0, 0, 0, 0)", "transparent", "none"), style
+    assert _luminance(style["text"]) > 0.6, style          # light text on the dark page
+
+
+@pytest.mark.slow
+def test_links_between_pages_resolve(built_book):
+    """LinkChecker (the workflow's link check) over the built book: every internal link
+    resolves; external links are not followed (no network)."""
+    assert built_book[0] == 0, "the book did not build"
+    exe = Path(sys.executable).with_name("linkchecker")
+    proc = subprocess.run([str(exe), "--no-status", "--no-robots", str(HTML / "index.html")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\b0 errors found", proc.stdout), proc.stdout[-2000:]

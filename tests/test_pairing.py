@@ -2,8 +2,9 @@
 
 notebooks/NN_name.ipynb (what the book renders, with stored outputs for nbval) and
 notebooks/NN_name.py (py:percent, what is edited and reviewed) must hold the same cells; the
-notebook's metadata declares the pairing. The first code cell installs amortlib in Colab from
-the repository whose URL _config.yml sets (the only place it is set).
+notebook's metadata declares the pairing. The title carries an "Open in Colab" badge and the first
+code cell installs amortlib's release in Colab, both derived (``amortlib.links``) from the
+repository URL that _config.yml sets, the only place it is set.
 """
 from __future__ import annotations
 
@@ -14,18 +15,13 @@ import jupytext
 import pytest
 import yaml
 
+import amortlib
+from amortlib import links
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHAPTER_SCRIPTS = sorted(p for p in (ROOT / "notebooks").glob("*.py")
                          if re.match(r"\d\d_", p.name))
-
-FIRST_CELL = '''\
-# In Colab, install amortlib from the book's repository; elsewhere this does nothing.
-import subprocess, sys
-if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "amortlib @ git+{url}"], check=True)'''
-
 
 def repository_url() -> str:
     return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
@@ -63,7 +59,7 @@ def test_notebook_and_script_hold_the_same_cells(ipynb):
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_code_cell_installs_from_the_configured_repository(ipynb):
+def test_first_code_cell_installs_the_release_from_the_configured_repository(ipynb):
     url = repository_url()
     nb = jupytext.read(ipynb)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -72,5 +68,59 @@ def test_first_code_cell_installs_from_the_configured_repository(ipynb):
     urls = re.findall(r"git\+(https?://[^\s\"'@]+)", first)
     assert urls == [url], f"{ipynb.name}: first code cell installs from {urls}, _config.yml " \
                           f"says {url}"
-    assert first == FIRST_CELL.format(url=url), \
-        f"{ipynb.name}: the first code cell must be exactly\n{FIRST_CELL.format(url=url)}"
+    assert f"@{links.release_tag()}\"" in first, f"{ipynb.name}: the install is not pinned to the release"
+    assert first == links.install_cell(), \
+        f"{ipynb.name}: the first code cell must be exactly\n{links.install_cell()}\n" \
+        f"(python -m amortlib.links writes it)"
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)
+def test_title_cell_has_the_colab_badge_of_the_release(ipynb):
+    nb = jupytext.read(ipynb)
+    title = next(c for c in nb.cells if c.cell_type == "markdown").source
+    assert title.startswith("# "), f"{ipynb.name}: the first markdown cell is not the title"
+    expected = (f"https://colab.research.google.com/github/"
+                f"{repository_url().removeprefix('https://github.com/')}/blob/"
+                f"{links.release_tag()}/notebooks/{ipynb.name}")
+    assert links.badge(ipynb.stem) in title.splitlines()[:3], f"{ipynb.name}: no Colab badge under the title"
+    assert expected in title
+    assert (ipynb.parent / links.BADGE_IMAGE).is_file(), links.BADGE_IMAGE
+
+
+def test_links_are_in_sync_with_the_one_repository_setting():
+    """Badges, install cells and the launch buttons' branch derive from _config.yml's
+    repository.url and the package version: nothing left to rewrite."""
+    stale = links.sync(ROOT, check=True)
+    assert not stale, f"out of date (run `python -m amortlib.links`): {stale}"
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    assert cfg["branch"] == links.release_tag() == f"v{amortlib.__version__}"
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split()
+    files = [ROOT / f for f in listed] or [p for p in ROOT.rglob("*") if ".venv" not in p.parts]
+    hits = [p for p in files if p.is_file() and p.suffix in {".py", ".md", ".yml", ".yaml", ".toml", ".cfg", ".txt"}
+            and p.name != "_config.yml" and repository_url() in p.read_text(errors="replace")]
+    # the chapters' .py halves hold the derived cells; nothing else spells the URL out
+    assert {p.parent.name for p in hits} <= {"notebooks"}, [str(p) for p in hits]
+
+
+def test_jupytext_sync_is_a_no_op(tmp_path):
+    """`jupytext --sync` (with jupytext.toml) changes no chapter of a clean tree."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("jupytext.toml",):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "notebooks").mkdir()
+    for p in (ROOT / "notebooks").iterdir():
+        if p.suffix in (".py", ".ipynb"):
+            shutil.copy2(p, tmp_path / "notebooks" / p.name)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir()}
+    scripts = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "notebooks").glob("*.py"))
+    proc = subprocess.run([sys.executable, "-m", "jupytext", "--sync", *scripts], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "notebooks").iterdir()}
+    assert [n for n in before if before[n] != after[n]] == []
