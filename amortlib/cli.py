@@ -162,6 +162,8 @@ def _sweep(args) -> int:
     try:
         runner.run(units, out, progress=not args.no_progress, executor=args.executor, address=args.address,
                    cpus_per_unit=args.cpus_per_unit)
+        print(f"results in {out}")
+        return _report(argparse.Namespace(results=out))   # inside: Ctrl-C here is the sweep's too
     except runner.SweepLocked as err:
         print(f"amortlib sweep: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_LOCKED
@@ -179,8 +181,6 @@ def _sweep(args) -> int:
         print(f"amortlib sweep: error: {_os_error(err)}; the finished units are kept in {out}: free the "
               f"space or fix the folder, then rerun the same command to resume", file=sys.stderr)
         return EXIT_FAILED
-    print(f"results in {out}")
-    return _report(argparse.Namespace(results=out))
 
 
 def _say_split_limits(units) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import (FIRST, SECOND, SWEEP, assert_clean, assert_same_results, finish, finished_units, holder,
+from sweeps import (FIRST, SECOND, SWEEP, UNITS, assert_clean, assert_same_results, finish, finished_units, holder,
                     progress, run, start, wait_for)
 from test_config import DATA
 
@@ -67,6 +67,11 @@ def test_interrupts_at_random_points_stop_with_130_and_resume_to_the_same_result
         t_sig = time.monotonic()
         code, stdout, stderr = finish(p, timeout=120)
         print(f"{phase} epoch {epoch} +{delay:.2f}s: exit {code} {time.monotonic() - t_sig:.1f}s after the signal")
+        if code != 130 and "results in" in stdout and finished_units(out) == sorted(UNITS):
+            # the signal came as the finished sweep was exiting: its work was done (a process
+            # ending after that point may die of the signal itself); the checks below still run
+            seen.append((phase, "finished"))
+            break
         lines = stderr.strip().splitlines()
         assert code == 130, f"{phase} +{delay:.2f}s: exit {code}\n{stderr}"
         assert len(lines) == 1 and INTERRUPTED in lines[0] and "rerun the same command to resume" in lines[0], stderr

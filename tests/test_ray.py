@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+
 import pytest
 
-from sweeps import assert_clean, env, finish, frames, wait_for
+from sweeps import _as_from_a_terminal, assert_clean, env, finish, frames, wait_for
 
 BIN = Path(sys.executable).parent
 # the quick profile's 4 likelihood settings on MNIST, tiny: 4 units of a few seconds of training
@@ -134,7 +135,8 @@ def cluster():
 
 def _sweep(out: Path, *extra) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "amortlib"), *SWEEP, *extra, "--out", str(out)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)   # SIGINT at its default (see tests/sweeps.py)
 
 
 def _finish(p: subprocess.Popen, timeout=TIMEOUT):
