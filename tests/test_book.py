@@ -293,7 +293,7 @@ def test_figures_are_readable_in_dark_mode(server, browser_context):
             const fig = document.querySelector('.js-plotly-plot');
             const text = fig.querySelector('.xtick text');
             let e = fig, behind = 'rgba(0, 0, 0, 0)';   // the first opaque backdrop of the figure
-            while (e && /rgba\(0, 0, 0, 0\)|transparent/.test(behind)) {
+            while (e && (behind === 'rgba(0, 0, 0, 0)' || behind === 'transparent')) {
                 behind = getComputedStyle(e).backgroundColor; e = e.parentElement; }
             return {paper: getComputedStyle(fig.querySelector('.main-svg')).backgroundColor,
                     behind: behind,
