@@ -68,6 +68,9 @@ def wait_for(cond, what, p=None, timeout=TIMEOUT):
         if v:
             return v
         if p is not None and p.poll() is not None:
+            v = cond()                          # it may have got there just before ending
+            if v:
+                return v
             out, err = p.communicate()
             pytest.fail(f"sweep ended (exit {p.returncode}) before {what}:\n{out}\n{err}")
         time.sleep(0.02)

@@ -52,7 +52,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(reference, 
     finish(p)
     assert p.returncode == -signal.SIGKILL
     # its notebook kernel notices and exits by itself (ipykernel watches its parent)
-    wait_for(lambda: gone(kernel), "the orphaned kernel to exit", timeout=10)
+    wait_for(lambda: gone(kernel), "the orphaned kernel to exit", timeout=60)
     time.sleep(1.5)
     assert unit_files(out, SECOND) == [], "a killed sweep's kernel must not keep writing"
     assert not list((out / "units").glob(".*.tmp"))
@@ -64,12 +64,12 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(reference, 
     wait_for(lambda: training(out, SECOND, t1), "the rerun to train the second unit", p)
     kernel = holder(out).get("kernel_pid")
     p.send_signal(signal.SIGINT)
-    code, stdout, stderr = finish(p, timeout=60)
+    code, stdout, stderr = finish(p, timeout=120)
     assert code == 130, stderr
     assert "cleared a stale lock" in stdout and "1 of 2 units already finished" in stdout
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert not (out / ".sweep.pid").exists()               # released on the way out
-    wait_for(lambda: gone(kernel), "the interrupted sweep's kernel to exit", timeout=15)
+    wait_for(lambda: gone(kernel), "the interrupted sweep's kernel to exit", timeout=60)
     assert unit_files(out, SECOND) == []
 
     # 3. rerun to the end
