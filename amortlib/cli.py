@@ -73,6 +73,9 @@ def _build() -> argparse.ArgumentParser:
                         "(default: $RAY_ADDRESS, else a new Ray instance on this machine)")
     s.add_argument("--cpus-per-unit", type=int, dest="cpus_per_unit", default=1, metavar="N",
                    help="CPUs Ray reserves for each unit (--executor ray; default 1)")
+    s.add_argument("--seeds-per-task", type=int, dest="seeds_per_task", metavar="N",
+                   help="split each unit into Ray tasks of N seeds, merged into one unit on the driver "
+                        "(--executor ray; default: one task a unit)")
 
     r = sub.add_parser("report", help="print summary tables of existing results",
                        description="Per unit, the mean and standard deviation over seeds of the final metrics of "
@@ -156,12 +159,12 @@ def _sweep(args) -> int:
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything
-    runner.check_executor(args.executor, args.address, args.cpus_per_unit)
+    runner.check_executor(args.executor, args.address, args.cpus_per_unit, args.seeds_per_task)
     out = runner.check_out(args.out or runner.default_out(args.profile))  # usable folder, or exit 2
     _say_split_limits(units)
     try:
         runner.run(units, out, progress=not args.no_progress, executor=args.executor, address=args.address,
-                   cpus_per_unit=args.cpus_per_unit)
+                   cpus_per_unit=args.cpus_per_unit, seeds_per_task=args.seeds_per_task)
         print(f"results in {out}")
         return _report(argparse.Namespace(results=out))   # inside: Ctrl-C here is the sweep's too
     except runner.SweepLocked as err:

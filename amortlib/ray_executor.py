@@ -11,6 +11,14 @@ next, the unit's JSON marker last. So nothing of a unit reaches the results fold
 whole unit has finished, a sweep killed at any moment loses at most the units in flight, and a
 rerun (with either executor) skips the finished units.
 
+A unit with many seeds can be split into **seed shards** (``--seeds-per-task N``): one task per
+N seeds, each the same notebook with ``seeds`` narrowed to its shard. Models of one seed share
+nothing with other seeds (each has its own decoder, noise streams and optimiser state; the data
+order is the unit's), so the shards' models are those of the whole unit. The driver merges a
+unit's shards once all have finished (``merge_shards``: the tables concatenated in the local
+runner's row order, the record of the first shard with every seed and the shards listed) and
+writes it as one unit; until then nothing of it is written.
+
 A task whose worker or node dies mid-unit is retried by Ray (``max_retries``) on a live node,
 from the start of the unit; a unit whose notebook raises is not retried (it would raise again):
 its executed notebook is kept as ``runs/<unit>.failed.ipynb`` and the sweep stops, as a local
@@ -118,6 +126,82 @@ def write_unit(out: Path, unit: str, files: dict, node: dict) -> None:
     (out / "runs" / f"{unit}.failed.kernel.log").unlink(missing_ok=True)
 
 
+def shards(seeds, per_task: int | None) -> list[tuple]:
+    """``seeds`` in consecutive shards of ``per_task`` (one shard of all when None)."""
+    seeds = tuple(seeds)
+    if per_task is None or per_task >= len(seeds):
+        return [seeds]
+    return [seeds[i:i + per_task] for i in range(0, len(seeds), per_task)]
+
+
+def _ordered(frames: list):
+    """Shards' frames as one, in the local runner's row order: by epoch or split, then by
+    configuration (in the order they first appear), then by seed."""
+    import pandas as pd
+    df = pd.concat(frames, ignore_index=True)
+    keys = [k for k in ("epoch", "split", "config", "seed") if k in df.columns]
+    cols = {}
+    for k in keys:
+        if df[k].dtype == object:
+            order = {v: i for i, v in enumerate(dict.fromkeys(df[k]))}
+            cols[k] = df[k].map(order)
+        else:
+            cols[k] = df[k]
+    if not keys:
+        return df
+    idx = pd.DataFrame(cols).sort_values(keys, kind="stable").index
+    return df.loc[idx].reset_index(drop=True)
+
+
+def merge_shards(unit: str, parts: list[dict], seeds) -> tuple[dict, dict]:
+    """One unit's files from its seed shards' (``parts``, in shard order: each ``execute_unit``'s
+    result): parquet tables concatenated (``_ordered``), the reconstructions (first seed) and
+    the executed notebook of the first shard (the others' as ``runs/<unit>.shard-<i>.ipynb``),
+    the record of the first shard with ``config.seeds`` = every seed and ``info.shards``
+    listing each shard's seeds, node and seconds. Raises ``ResultsError`` if the shards
+    disagree on anything but their seeds."""
+    import io
+    import json
+
+    import pandas as pd
+
+    from .results import ResultsError
+    if len(parts) == 1:
+        return parts[0]["files"], parts[0]["node"]
+    marker = f"units/{unit}.json"
+    metas = [json.loads(p["files"][marker]) for p in parts if marker in p["files"]]
+    if len(metas) != len(parts):
+        raise ResultsError(f"a seed shard of {unit} finished but wrote no results")
+    strip = lambda c: {k: v for k, v in c.items() if k != "seeds"}
+    if any(strip(m["config"]) != strip(metas[0]["config"]) or m["tables"] != metas[0]["tables"] for m in metas):
+        raise ResultsError(f"the seed shards of {unit} ran with different settings")
+    files = {}
+    names = sorted({r for p in parts for r in p["files"] if r.endswith(".parquet")})
+    for rel in names:
+        if not all(rel in p["files"] for p in parts):
+            raise ResultsError(f"a seed shard of {unit} lacks {rel}")
+        df = _ordered([pd.read_parquet(io.BytesIO(p["files"][rel])) for p in parts])
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        files[rel] = buf.getvalue()
+    for rel, payload in parts[0]["files"].items():
+        if rel not in files and rel != marker:
+            files[rel] = payload                  # the reconstructions (first seed), the notebook
+    for i, p in enumerate(parts[1:], start=1):
+        files[f"runs/{unit}.shard-{i}.ipynb"] = p["files"][f"runs/{unit}.ipynb"]
+    shard_seeds = [list(m["config"]["seeds"]) for m in metas]
+    meta = metas[0]
+    meta["config"]["seeds"] = list(seeds)
+    info = meta.setdefault("info", {})
+    info["n_models"] = sum(m["info"].get("n_models", 0) for m in metas)
+    for k in ("train_seconds", "eval_seconds"):
+        if all(k in m["info"] for m in metas):
+            info[k] = max(m["info"][k] for m in metas)   # the shards ran side by side
+    info["shards"] = [dict(seeds=sd, seconds=p.get("seconds"), **p["node"]) for sd, p in zip(shard_seeds, parts)]
+    files[marker] = json.dumps(meta, indent=1, sort_keys=True, default=str).encode()
+    return files, parts[0]["node"]
+
+
 def _resources(cfg, cluster: dict, cpus: int) -> dict:
     gpus = cluster.get("GPU", 0)
     if cfg.device == "cuda" and not gpus:
@@ -126,10 +210,11 @@ def _resources(cfg, cluster: dict, cpus: int) -> dict:
 
 
 def run_units(todo, out: Path, progress: bool = True, log=print, address: str | None = None,
-              cpus_per_unit: int = 1) -> list[str]:
+              cpus_per_unit: int = 1, seeds_per_task: int | None = None) -> list[str]:
     """Execute the units ``todo`` ([(unit, config)]) as Ray tasks on the cluster at ``address``
-    (None: ``$RAY_ADDRESS``, else a new Ray instance on this machine) and write each finished
-    one into ``out``; returns the units written, in the order they finished. The caller holds
+    (None: ``$RAY_ADDRESS``, else a new Ray instance on this machine), each unit as one task or,
+    with ``seeds_per_task``, as one task per shard of that many seeds, and write each finished
+    unit into ``out``; returns the units written, in the order they finished. The caller holds
     ``out``'s lock. Raises ``UnitFailed`` as the local runner does."""
     from .runner import UnitFailed, _failure, _notebook_params, _signals_deferred, experiment_notebook
     from .results import ResultsError, unit_done
@@ -160,15 +245,23 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         log(f"Ray cluster: {nodes} node(s), {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs; "
             f"{len(todo)} unit(s) sent as tasks ({cpus_per_unit} CPU each)")
+        parts, seeds_of = {}, {}
         for unit, cfg in todo:
             res = _resources(cfg, cluster, cpus_per_unit)
-            params = _notebook_params(cfg, out, unit, progress)
-            ref = task.options(max_retries=MAX_RETRIES, name=f"amortlib {unit}", **res).remote(notebook, params, unit)
-            pending[ref] = (unit, time.monotonic())
+            split = shards(cfg.seeds, seeds_per_task)
+            parts[unit], seeds_of[unit] = [None] * len(split), cfg.seeds
+            for i, shard in enumerate(split):
+                c = cfg if len(split) == 1 else cfg.replace(seeds=shard)
+                params = _notebook_params(c, out, unit, progress)
+                name = f"amortlib {unit}" + (f" seeds {','.join(map(str, shard))}" if len(split) > 1 else "")
+                ref = task.options(max_retries=MAX_RETRIES, name=name, **res).remote(notebook, params, unit)
+                pending[ref] = (unit, i, time.monotonic())
+        if seeds_per_task is not None:
+            log(f"{len(pending)} task(s) of at most {seeds_per_task} seed(s) each")
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                unit, t0 = pending.pop(ref)
+                unit, i, t0 = pending.pop(ref)
                 try:
                     res = ray.get(ref)
                 except ray.exceptions.RayError as err:   # retries exhausted, or the task raised
@@ -176,12 +269,16 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
                                      f"{' '.join(str(err).split())[:500]}") from None
                 if "failed" in res:
                     raise _kept_failure(out, unit, res, _failure)
+                parts[unit][i] = res
+                if any(p is None for p in parts[unit]):
+                    continue                      # the unit's other shards are still running
+                files, node = merge_shards(unit, parts.pop(unit), seeds_of[unit])
                 with _signals_deferred():         # a unit's files are written whole
-                    write_unit(out, unit, res["files"], res["node"])
+                    write_unit(out, unit, files, node)
                 if not unit_done(out, unit):
                     raise ResultsError(f"the experiment notebook finished {unit} but wrote no results to {out}")
                 done.append(unit)
-                log(f"finished {unit} on {_where(res['node'])} in {time.monotonic() - t0:.0f} s "
+                log(f"finished {unit} on {_where(node)} in {time.monotonic() - t0:.0f} s "
                     f"({len(done)}/{len(todo)} units done)")
         return done
     finally:

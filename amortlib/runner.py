@@ -90,11 +90,18 @@ def default_out(profile: str) -> Path:
     return results_root() / profile
 
 
-def check_executor(executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> None:
+def check_executor(executor: str = "local", address: str | None = None, cpus_per_unit: int = 1,
+                   seeds_per_task: int | None = None) -> None:
     """The executor options of ``run``, checked before anything is written: a ``ValueError``
     naming the bad one (for Ray: installed, and a ``host:port`` address that answers)."""
     if executor not in ("local", "ray"):
         raise ValueError(f"executor={executor!r} is invalid: expected 'local' or 'ray'")
+    if seeds_per_task is not None:
+        if isinstance(seeds_per_task, bool) or not isinstance(seeds_per_task, int) or seeds_per_task < 1:
+            raise ValueError(f"seeds_per_task={seeds_per_task!r} is invalid: expected an integer >= 1")
+        if executor != "ray":
+            raise ValueError(f"seeds_per_task={seeds_per_task!r} is invalid with executor='local': "
+                             f"seed shards are Ray tasks (--executor ray)")
     if executor == "ray":
         from .ray_executor import require_ray
         require_ray(cpus_per_unit, address)
@@ -444,14 +451,15 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 30
 
 
 def run(units, out: Path, progress: bool = True, log=print, progress_every: float | None = None,
-        executor: str = "local", address: str | None = None, cpus_per_unit: int = 1) -> list[str]:
+        executor: str = "local", address: str | None = None, cpus_per_unit: int = 1,
+        seeds_per_task: int | None = None) -> list[str]:
     """Execute every unit not already finished in ``out``; returns the units run now.
 
     ``executor``: ``"local"`` (one unit after another in this process's kernel) or ``"ray"``
-    (units as tasks on the Ray cluster at ``address``, ``cpus_per_unit`` CPUs each; see
-    ``amortlib.ray_executor``). Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
+    (units as tasks on the Ray cluster at ``address``, ``cpus_per_unit`` CPUs each, a unit split
+    into tasks of ``seeds_per_task`` seeds when given; see ``amortlib.ray_executor``). Raises ``SweepLocked`` when another sweep holds ``out``, ``UnitFailed`` when a unit's
     notebook raises (the finished units are kept), ``KeyboardInterrupt`` on Ctrl-C (likewise)."""
-    check_executor(executor, address, cpus_per_unit)
+    check_executor(executor, address, cpus_per_unit, seeds_per_task)
     out = Path(out).resolve()   # papermill chdirs to the notebook folder while it executes
     if progress_every is None:
         progress_every = float(os.environ.get("AMORTLIB_PROGRESS_EVERY", 30))
@@ -493,7 +501,7 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             log(f"{skipped} of {len(units)} units already finished in {out}: skipped")
         if executor == "ray" and todo:
             from .ray_executor import run_units
-            return run_units(todo, out, progress, log, address, cpus_per_unit)
+            return run_units(todo, out, progress, log, address, cpus_per_unit, seeds_per_task)
         notebook = experiment_notebook() if todo else None
         display = _Display(len(units), skipped, [_weight(c) for _, c in todo], progress, log, progress_every)
         done = []

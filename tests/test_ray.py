@@ -166,7 +166,7 @@ def _frames(folder: Path):
     return dict(metrics=m, runs=r, gap=g), res["meta"]
 
 
-def _assert_same_results(ray_out: Path, local_out: Path):
+def _assert_same_results(ray_out: Path, local_out: Path, shard_notebooks=()):
     got, meta = _frames(ray_out)
     want, _ = _frames(local_out)
     for name in want:
@@ -174,7 +174,8 @@ def _assert_same_results(ray_out: Path, local_out: Path):
     assert sorted(meta) == UNITS
     files = lambda out: sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
                                and not p.name.startswith(".sweep"))
-    assert files(ray_out) == files(local_out)           # the same files, no temp or failed leftovers
+    # the same files, no temp or failed leftovers (plus, for seed shards, each shard's notebook)
+    assert files(ray_out) == sorted(files(local_out) + list(shard_notebooks))
     return meta
 
 
@@ -183,6 +184,8 @@ def _assert_same_results(ray_out: Path, local_out: Path):
     (["--executor", "ray", "--cpus-per-unit", "0"], "cpus_per_unit=0 is invalid"),
     (["--executor", "ray", "--address", "127.0.0.1:{port}"], "address='127.0.0.1:{port}' is invalid: no Ray head answers"),
     (["--executor", "cluster"], "argument --executor: invalid choice"),
+    (["--seeds-per-task", "1"], "seeds_per_task=1 is invalid with executor='local'"),
+    (["--executor", "ray", "--seeds-per-task", "0"], "seeds_per_task=0 is invalid: expected an integer >= 1"),
 ])
 def test_bad_executor_options_are_one_line_errors_and_write_nothing(extra, names, tmp_path, capsys):
     from amortlib.cli import main
@@ -211,6 +214,20 @@ def test_ray_sweep_on_two_nodes_gives_the_local_results(cluster, local, tmp_path
     again = subprocess.run([str(BIN / "amortlib"), *SWEEP, "--out", str(out)], env=_env(),
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert again.returncode == 0 and "4 of 4 units already finished" in again.stdout, again.stderr
+
+
+@pytest.mark.slow
+def test_seed_shards_of_a_unit_merge_into_the_local_results(cluster, local, tmp_path):
+    out = tmp_path / "ray-shards"
+    stdout = _finish(_sweep(out, "--executor", "ray", "--address", cluster.address, "--seeds-per-task", "1"))
+    assert "8 task(s) of at most 1 seed(s) each" in stdout, stdout
+    meta = _assert_same_results(out, local(), [f"runs/{u}.shard-1.ipynb" for u in UNITS])
+    for unit, m in meta.items():
+        assert m["config"]["seeds"] == [0, 1]
+        assert [s["seeds"] for s in m["info"]["shards"]] == [[0], [1]], unit
+        assert m["info"]["n_models"] == 2 * 3                        # F-VI, A-VI k=2, constant-VI per seed
+    nodes = {s["ray_node_id"] for m in meta.values() for s in m["info"]["shards"]}
+    assert len(nodes) == 2, "both nodes should have run shards"
 
 
 def _training_kernel(node: subprocess.Popen):
