@@ -42,17 +42,39 @@ def _y_axis(m: pd.DataFrame, metric: str, log_y: bool) -> tuple[str, list]:
     return "linear", [lo - pad, hi + pad]
 
 
+def _tail_axis(m: pd.DataFrame, metric: str, start: float) -> tuple[str, list]:
+    """A linear y range for the last stretch of training (epochs >= ``start``): the seed bands
+    of the configurations that end within reach of F-VI and of the best (the others, far off,
+    leave the frame), so the last nats of a still-falling curve can be read."""
+    t = m[m["epoch"] >= start]
+    final = t[t["epoch"] == t["epoch"].max()].groupby("config")[metric].mean()
+    if final.empty:
+        return "linear", None
+    best = float(final.min())
+    ref = float(final.get("F-VI", best))
+    reach = best + 2 * abs(ref - best) + 10.0
+    near = final[final <= reach].index
+    s = t[t["config"].isin(near)].groupby(["config", "epoch"])[metric]
+    lo, hi = float(s.min().min()), float(s.max().max())
+    pad = 0.05 * max(hi - lo, 1e-9)
+    return "linear", [lo - pad, hi + pad]
+
+
 def _variant_label(unit_meta: dict) -> str:
     c = unit_meta["config"]
     return "Bernoulli" if c["likelihood"] == "bernoulli" else f"Gaussian σ={c['sigma']:g}"
 
 
 def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | None = None,
-           log_y: bool = True, title: str | None = None) -> go.Figure:
+           log_y: bool = True, title: str | None = None, last: float | None = None) -> go.Figure:
     """``metric`` against epoch (log x; log y where the values allow), one line + seed band per
     configuration, a dropdown
     over the dataset's likelihood settings. ``baselines``: {unit: y} drawn as a dashed line
-    (e.g. the mean-image MSE)."""
+    (e.g. the mean-image MSE). ``last`` (a fraction, e.g. 0.5): only the last stretch of
+    training, epochs >= (1 - last) E on linear axes, y from the finished values of the
+    configurations near F-VI and the best (``_tail_axis``): is a curve still falling?"""
+    if last is not None and not (isinstance(last, (int, float)) and 0 < last <= 1):
+        raise ValueError(f"last={last!r} is invalid: expected a fraction in (0, 1] of the epochs, or None")
     m = res["metrics"]
     m = m[(m["dataset"] == dataset) & ~excluded(m)]      # a run's curve stops where it diverged or blew up
     units = sorted((u for u in res["meta"] if res["meta"][u]["config"]["dataset"] == dataset),
@@ -61,11 +83,14 @@ def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | 
     if m.empty or not units:
         raise ValueError(f"dataset={dataset!r} has no results in {res['folder']}")
     colours = colour_map(config_order(m))
+    tail_from = None if last is None else (1 - last) * float(m["epoch"].max())
+    if tail_from is not None:
+        m = m[m["epoch"] >= tail_from]
     fig, spans, axes = go.Figure(), [], []
     for k, unit in enumerate(units):
         start = len(fig.data)
         mu = m[m["unit"] == unit]
-        axes.append(_y_axis(mu, metric, log_y))
+        axes.append(_y_axis(mu, metric, log_y) if tail_from is None else _tail_axis(mu, metric, tail_from))
         for cfg in config_order(mu):
             b = _band(mu[mu["config"] == cfg], metric)
             col, vis = colours[cfg], k == 0
@@ -87,8 +112,10 @@ def curves(res: dict, dataset: str, metric: str = "neg_elbo", baselines: dict | 
         buttons.append(dict(label=_variant_label(res["meta"][unit]), method="update",
                             args=[{"visible": vis}, {"yaxis.type": axes[k][0], "yaxis.range": axes[k][1]}]))
     fig.update_layout(
-        title=title or f"{LABELS.get(metric, metric)}: {dataset}", template="plotly_white", height=430,
-        xaxis=dict(type="log", title=LABELS["epoch"]),
+        title=title or (f"{LABELS.get(metric, metric)}: {dataset}"
+                        + ("" if tail_from is None else f", the last {last:.0%} of training")),
+        template="plotly_white", height=430,
+        xaxis=dict(type="log" if tail_from is None else "linear", title=LABELS["epoch"]),
         yaxis=dict(type=axes[0][0], range=axes[0][1], title=LABELS.get(metric, metric)),
         legend=dict(orientation="v", x=1.02, y=1), margin=dict(t=80, r=10),
         updatemenus=[dict(buttons=buttons, direction="down", x=0, xanchor="left", y=1.16, yanchor="top")]
@@ -133,4 +160,41 @@ def reconstruction_grid(recon: dict, title: str = "") -> go.Figure:
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_layout(title=title, template="plotly_white", height=60 + 34 * len(names),
                       width=140 + 34 * n, margin=dict(l=110, r=10, t=40, b=10), yaxis_scaleanchor="x")
+    return fig
+
+
+def lr_figure(table: pd.DataFrame, dataset: str, sigma: float | None = None) -> go.Figure:
+    """The learning-rate study (``metrics.sensitivity.lr_table``) for one dataset: final negative
+    ELBO (mean over the live seeds, bars: their standard deviation)
+    against Adam's lr, one line per configuration; F-VI with its own table lr (``local_lr`` !=
+    lr) as separate markers. Configurations with no live seed at an lr leave a hole there."""
+    t = table[table["dataset"] == dataset]
+    if sigma is not None:
+        t = t[t["sigma"] == sigma]
+    if t.empty:
+        raise ValueError(f"dataset={dataset!r} (sigma={sigma!r}) is not in the learning-rate table")
+    order = list(dict.fromkeys(t["config"]))
+    colours = colour_map(order)
+    fig = go.Figure()
+    plain = t[t["lr"] == t["local_lr"]]
+    for cfg in order:
+        g = plain[plain["config"] == cfg].sort_values("lr")
+        fig.add_trace(go.Scatter(x=g["lr"], y=g["neg_elbo"], mode="lines+markers", name=cfg,
+                                 error_y=dict(type="data", array=g["neg_elbo_sd"].fillna(0)),
+                                 line=dict(color=colours[cfg], width=2)))
+    local = t[(t["lr"] != t["local_lr"]) & (t["config"] == "F-VI")]
+    for _, r in local.iterrows():
+        fig.add_trace(go.Scatter(x=[r["lr"]], y=[r["neg_elbo"]], mode="markers",
+                                 name=f"F-VI, table lr {r['local_lr']:g}",
+                                 error_y=dict(type="data", array=[0 if pd.isna(r["neg_elbo_sd"]) else r["neg_elbo_sd"]]),
+                                 marker=dict(color=colours.get("F-VI", "black"), symbol="star", size=13)))
+    head = t[t["config"].isin([c for c in order if c.startswith("A-VI k=") and c != "A-VI k=1"] + ["F-VI"])]
+    lo, hi = float(head["neg_elbo"].min()), float(head["neg_elbo"].max())
+    pad = 0.08 * max(hi - lo, 1.0)
+    fig.update_layout(template="plotly_white", height=430,
+                      title=f"final negative ELBO against the learning rate: {dataset}"
+                            + ("" if sigma is None else f", Gaussian σ={sigma:g}"),
+                      xaxis=dict(type="log", title="Adam learning rate (every parameter)"),
+                      yaxis=dict(title=LABELS["neg_elbo"], range=[lo - pad, hi + pad]),
+                      legend=dict(orientation="v", x=1.02, y=1))
     return fig

@@ -248,6 +248,7 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     metrics, runs = mark_blowups(metrics, runs)
     info = dict(device=str(device), device_name=_device_name(device), precision=cfg.precision,
                 torch=torch.__version__, python=platform.python_version(), n_models=M,
+                threads=torch.get_num_threads(),   # the last digits depend on it (float reductions)
                 train_seconds=train_s, eval_seconds=t_eval, sec_per_epoch_alone=sec_per_epoch,
                 mean_image_mse_train=mean_image_mse(x), mean_image_mse_test=mean_image_mse(x, xt),
                 split_limits=cfg.split_limits(), finished_at=time.time())
