@@ -198,3 +198,33 @@ def lr_figure(table: pd.DataFrame, dataset: str, sigma: float | None = None) -> 
                       yaxis=dict(title=LABELS["neg_elbo"], range=[lo - pad, hi + pad]),
                       legend=dict(orientation="v", x=1.02, y=1))
     return fig
+
+
+def gap_by_n_figure(table: pd.DataFrame) -> go.Figure:
+    """The amortization gap against the number of training images (``metrics.datasize.gap_by_n``
+    for one dataset and likelihood setting): one line per configuration, train solid and test
+    dashed, error bars from the seeds' min to max; log axes (a gap that ran off, e.g. an encoder
+    of width 1 on unseen images, stays on the chart; y linear if a gap is not positive)."""
+    if table.empty or table[["dataset", "likelihood", "sigma"]].drop_duplicates().shape[0] != 1:
+        raise ValueError("table is invalid: expected the gap_by_n rows of exactly one dataset and likelihood setting")
+    order = list(dict.fromkeys(table["config"]))
+    colours = colour_map(order)
+    fig = go.Figure()
+    for cfg in order:
+        for split, dash in (("train", "solid"), ("test", "dash")):
+            g = table[(table["config"] == cfg) & (table["split"] == split)].sort_values("n_obs")
+            if g.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=g["n_obs"], y=g["gap"], mode="lines+markers", name=f"{cfg} ({split})", legendgroup=cfg,
+                line=dict(color=colours[cfg], dash=dash, width=2),
+                error_y=dict(type="data", symmetric=False, array=g["gap_max"] - g["gap"],
+                             arrayminus=g["gap"] - g["gap_min"])))
+    ds = table["dataset"].iloc[0]
+    fig.update_layout(template="plotly_white", height=450,
+                      title=f"amortization gap against the number of training images: {ds}",
+                      xaxis=dict(type="log", title="training images N"),
+                      yaxis=dict(type="log" if bool((table["gap_min"] > 0).all()) else "linear",
+                                 title="amortization gap (nats / image)"),
+                      legend=dict(orientation="v", x=1.02, y=1))
+    return fig
