@@ -397,7 +397,7 @@ def _kill_kernel(pid: int) -> None:
         pass
 
 
-def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 30.0) -> None:
+def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 120.0) -> None:
     """Execute one unit's notebook with papermill, in a worker thread.
 
     Why a thread: run in the main thread, nbclient installs asyncio handlers for SIGINT and
@@ -428,8 +428,13 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 30
         finally:
             done.set()
 
-    threading.Thread(target=work, name="papermill", daemon=True).start()
+    worker = threading.Thread(target=work, name="papermill", daemon=True)
     try:
+        # Thread.start() waits for the thread to begin: a Ctrl-C there would leave papermill
+        # running unwatched (it then writes the unit's notebook after the clean-up). Held until
+        # the thread runs, it is raised here and handled like any other.
+        with _signals_deferred():
+            worker.start()
         while not done.wait(0.2):
             pass
     except KeyboardInterrupt:
