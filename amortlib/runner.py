@@ -518,14 +518,14 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             stop = threading.Event()
             watcher = threading.Thread(target=_watch, args=(prog, display, stop), daemon=True)
             klog_path = runs / f".{unit}.kernel.log"
-            klog = open(klog_path, "wb")
-            old_env = os.environ.get(PROGRESS_ENV)
-            os.environ[PROGRESS_ENV] = str(prog)        # the kernel inherits it
-            watcher.start()
-            pm_log = logging.getLogger("papermill")
-            pm_level = pm_log.level
-            pm_log.setLevel(logging.ERROR)   # not "Passed unknown parameter" for each non-default setting
+            klog, pm_log = None, logging.getLogger("papermill")
+            old_env, pm_level = os.environ.get(PROGRESS_ENV), pm_log.level
             try:
+                with _signals_deferred():   # the set-up whole (a Ctrl-C in Thread.start() is held), so
+                    klog = open(klog_path, "wb")    # the clean-up below has all of it to undo
+                    os.environ[PROGRESS_ENV] = str(prog)        # the kernel inherits it
+                    watcher.start()
+                    pm_log.setLevel(logging.ERROR)   # not "Passed unknown parameter" for each non-default setting
                 _execute(notebook, tmp, _notebook_params(cfg, out, unit, progress), klog, record)
                 finish_run_notebook(tmp, out, unit)   # no absolute paths; the run's provenance
                 os.replace(tmp, runs / f"{unit}.ipynb")
@@ -546,11 +546,13 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
             finally:
                 with _signals_deferred():        # a second Ctrl-C does not cut the clean-up half-way
                     discard_unfinished(out, unit)    # files of a unit whose marker was never written
-                    klog.close()
+                    if klog is not None:
+                        klog.close()
                     klog_path.unlink(missing_ok=True)
                     pm_log.setLevel(pm_level)
                     stop.set()
-                    watcher.join()
+                    if watcher.ident is not None:
+                        watcher.join()
                     if old_env is None:
                         os.environ.pop(PROGRESS_ENV, None)
                     else:
