@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import config_order, excluded
-from .claims import Claim
+from .claims import Claim, value
 
 GAP_N_COLUMNS = ["dataset", "likelihood", "sigma", "n_obs", "config", "width", "split", "gap", "gap_min", "gap_max",
                  "gap_se", "seeds", "neg_elbo"]
@@ -79,11 +79,7 @@ def _study(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def _at(t: pd.DataFrame, column: str, n: int, config: str, split: str) -> float:
-    t = _study(t)
-    r = t[(t["n_obs"] == n) & (t["config"] == config) & (t["split"] == split)]
-    if len(r) != 1:
-        raise KeyError(f"{len(r)} rows for N={n} {config} {split}")
-    return float(r[column].iloc[0])
+    return float(value(_study(t), column, n_obs=n, config=config, split=split))
 
 
 def smallest_width_below(t: pd.DataFrame, n: int, nats: float, split: str = "train"):
