@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 #: only the Gaussian likelihood is asked for.
 PROFILES: dict[str, dict] = {
     "quick": dict(n_obs=1000, n_test=500, z_dim=16, like_dim=64, widths=(1, 16, 64, 256),
-                  seeds=(0, 1, 2), epochs=800, lr=1e-2, sigma=0.1),
+                  seeds=(0, 1, 2, 3, 4), epochs=800, lr=1e-2, local_lr=0.1, sigma=0.1),
     "paper": dict(n_obs=10000, n_test=1000, z_dim=64, like_dim=256, widths=(1, 64, 128, 256),
                   seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=0.1),
     # Tiny settings used by the notebook regression tests (nbval) and smoke tests.
