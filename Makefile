@@ -48,12 +48,13 @@ book: $(VENV)/.installed
 	$(BIN)/python -m amortlib.book build
 
 # The tests read the results committed with the book, not whatever `make` produced locally.
+# The notebooks' stored outputs are compared under amortlib.devtools.REPRODUCIBLE_NUMERICS.
 test: export AMORTLIB_RESULTS = $(CURDIR)/results/published/quick
 test: $(VENV)/.installed-test
 	$(BIN)/python -m amortlib.book assets
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/python -m amortlib.devtools nbval
 
 # Regenerate requirements/ from pyproject.toml (one universal resolution; needs uv).
 lock:
