@@ -266,7 +266,8 @@ def load_results(folder: Path, errors: str = "raise") -> dict:
                                f"{int(df.duplicated(keys).sum())} {what} rows")
     metrics, runs = mark_blowups(metrics, runs)
     return dict(metrics=metrics, runs=runs, meta=meta, folder=folder, problems=problems,
-                gap=_optional_table(folder, meta, "gap"), final=_optional_table(folder, meta, "final"))
+                gap=_optional_table(folder, meta, "gap"), final=_optional_table(folder, meta, "final"),
+                audit=_optional_table(folder, meta, "audit"))
 
 
 def _optional_table(folder: Path, meta: dict, name: str) -> pd.DataFrame | None:

@@ -13,8 +13,8 @@ from amortlib.gap.evaluate import FINAL_COLUMNS, final_evaluation
 from amortlib.model import DiagGaussian
 from amortlib.theory.ppca import PPCA, anchor_model, float64
 from amortlib.train import run_sweep
-from amortlib.train.audit import (local_gradient, losses_plateau, plateau, refinement_gain,
-                                  warm_start_fvi)
+from amortlib.train.audit import (AUDIT_COLUMNS, fvi_audit, local_gradient, losses_plateau, plateau,
+                                  refinement_gain, warm_start_fvi)
 
 N_SE = 3.0
 
@@ -140,6 +140,14 @@ def trained(images):
     return run_sweep(cfg, x, xt, calibrate_steps=0), x
 
 
+@pytest.fixture(scope="module")
+def trained2(images):
+    """Two seeds and two widths, for the batched warm start and the audit."""
+    x, xt = images
+    cfg = _tiny(families=("factorized", "amortized"), widths=(2, 8), seeds=(0, 1), epochs=60)
+    return run_sweep(cfg, x, xt, calibrate_steps=0), x
+
+
 def test_warm_start_begins_at_the_avi_solution(trained):
     result, x = trained
     seen = {}
@@ -172,3 +180,38 @@ def test_warm_started_fvi_ends_at_least_as_good_as_avi(trained):
     avi = a.loc["A-VI k=8"]
     assert b.elbo_train > avi.elbo_train - N_SE * (avi.elbo_train_se ** 2 + b.elbo_train_se ** 2) ** 0.5
     assert a.loc["F-VI"].fvi_test_steps > 0 and a.loc["A-VI k=8"].fvi_test_steps == 0
+
+
+def test_warm_starts_of_several_seeds_train_side_by_side_as_each_alone(trained2):
+    """One warm start per (config, seed) pair in one stack: each gets the numbers it gets alone."""
+    result, x = trained2
+    both = warm_start_fvi(result, ["A-VI k=8", "A-VI k=2"], [1, 0], x_train=x, epochs=5)
+    assert both["sources"] == [("A-VI k=2", 0), ("A-VI k=8", 1)]     # in the stack's seed order
+    for j, (config, seed) in enumerate(both["sources"]):
+        alone = warm_start_fvi(result, config, seed, x_train=x, epochs=5)
+        assert [row[j] for row in both["losses"]] == pytest.approx(alone["losses"], rel=1e-6)
+        assert both["start"][j] == pytest.approx(alone["start"], rel=1e-6)
+    with pytest.raises(ValueError, match="distinct seeds"):
+        warm_start_fvi(result, ["A-VI k=8", "A-VI k=2"], [0, 0], x_train=x)
+
+
+def test_fvi_audit_reads_each_seed_against_its_best_encoder(trained2):
+    result, x = trained2
+    a = fvi_audit(result, x_train=x, n_images=60, n_draws=20, epochs=40)
+    assert list(a.columns) == AUDIT_COLUMNS and sorted(a["seed"]) == [0, 1]
+    runs = result.runs
+    for row in a.itertuples():
+        avi = runs[(runs["seed"] == row.seed) & (runs["family"] == "amortized")]
+        assert row.source == avi.sort_values("neg_elbo")["config"].iloc[0]
+        # the paired differences are the differences of the ELBOs (same draws, same images)
+        assert row.shortfall == pytest.approx(row.elbo_warm - row.elbo_fvi, abs=1e-6)
+        assert row.warm_vs_source == pytest.approx(row.elbo_warm - row.elbo_source, abs=1e-6)
+        assert row.shortfall_se > 0 and row.refine_gain_se > 0 and row.warm_epochs == 40
+        # the referee's check: F-VI from an A-VI solution ends at least as good as that solution
+        assert row.warm_vs_source > -N_SE * row.warm_vs_source_se
+    # a run that is dead is not audited: mark seed 1's F-VI diverged
+    runs = result.runs.copy()
+    runs.loc[(runs["seed"] == 1) & (runs["family"] == "factorized"), "diverged"] = True
+    from amortlib.train import SweepResult
+    dead = SweepResult(result.cfg, result.metrics, runs, result.model, x_test=result.x_test)
+    assert list(fvi_audit(dead, x_train=x, n_images=30, n_draws=4, epochs=2)["seed"]) == [0]

@@ -3,8 +3,8 @@ checks of a finished sweep's optima (``audit``)."""
 from .fit_local import LocalFit, fit_local, posterior_mean_recon
 from .stack import NoiseSource, StackedVAE
 from .sweep import SweepResult, calibrate, resolve_device, run_sweep, train_step
-from .audit import certificate, local_gradient, plateau, refinement_gain, warm_start_fvi
+from .audit import certificate, fvi_audit, local_gradient, plateau, refinement_gain, warm_start_fvi
 
 __all__ = ["LocalFit", "fit_local", "posterior_mean_recon", "NoiseSource", "StackedVAE",
            "SweepResult", "calibrate", "resolve_device", "run_sweep", "train_step",
-           "certificate", "local_gradient", "plateau", "refinement_gain", "warm_start_fvi"]
+           "certificate", "fvi_audit", "local_gradient", "plateau", "refinement_gain", "warm_start_fvi"]

@@ -171,26 +171,39 @@ def certificate(result, x_train: torch.Tensor | None = None, *, frac: float = 0.
 
 
 # --------------------------------------------------------------------------- the referee's check
-def warm_start_fvi(result, config: str, seed: int | None = None, *, x_train=None,
-                   epochs: int | None = None, lr: float | None = None,
-                   local_lr: float | None = None, callback=None) -> dict:
+def warm_start_fvi(result, config, seed=None, *, x_train=None, epochs: int | None = None,
+                   lr: float | None = None, local_lr: float | None = None, callback=None) -> dict:
     """Train F-VI jointly (decoder and table) from the A-VI model ``config`` (e.g. "A-VI k=64")
     of ``result``, seed ``seed`` (default the sweep's first): its decoder's q(theta), and its
-    encoder's q(z_n) of every training image as the table. ``epochs`` / ``lr`` / ``local_lr``
-    default to the sweep's. Returns dict(model, losses [epochs], start, config) where ``model``
-    is a one-model F-VI ``StackedVAE`` (for ``gap.final_evaluation`` through a ``SweepResult``)
-    and ``start`` the one-draw loss before the first step."""
+    encoder's q(z_n) of every training image as the table. ``config`` and ``seed`` may also be
+    equal-length lists: one warm-started F-VI per (config, seed) pair, trained side by side (one
+    model per seed, seeds distinct). ``epochs`` / ``lr`` / ``local_lr`` default to the sweep's.
+    Returns dict(model, losses, start, config, sources): ``model`` an F-VI ``StackedVAE`` (for
+    ``gap.final_evaluation`` through a ``SweepResult``), ``losses`` the one-draw loss per epoch
+    ([epochs] for one pair, [epochs][pairs] for lists), ``start`` the loss before the first
+    step (likewise), ``sources`` the (config, seed) pairs."""
     from .. import data
     from ..gap.measure import encoder_q
     cfg, model = result.cfg, result.model
-    seed = cfg.seeds[0] if seed is None else int(seed)
-    pos = [i for i, s in enumerate(model.specs) if s.label == config and s.seed == seed]
-    if not pos or model.specs[pos[0]].family == "factorized":
-        labels = sorted({s.label for s in model.specs if s.family != "factorized"})
-        raise ValueError(f"config={config!r} with seed={seed!r} is invalid: expected one of "
-                         f"{', '.join(labels)} and a seed of the sweep {list(cfg.seeds)}")
-    pos = pos[0]
-    over = dict(families=("factorized",), widths=(), seeds=(seed,), progress=False)
+    many = isinstance(config, (list, tuple)) or isinstance(seed, (list, tuple))
+    configs = list(config) if isinstance(config, (list, tuple)) else None
+    seeds = ([int(s) for s in seed] if isinstance(seed, (list, tuple)) else
+             [cfg.seeds[0] if seed is None else int(seed)] * (len(configs) if configs else 1))
+    configs = configs if configs is not None else [config] * len(seeds)
+    if len(configs) != len(seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"config={config!r}, seed={seed!r} is invalid: expected one config per "
+                         f"seed, and distinct seeds")
+    pos = []
+    for c_, s_ in zip(configs, seeds):
+        found = [i for i, s in enumerate(model.specs) if s.label == c_ and s.seed == s_]
+        if not found or model.specs[found[0]].family == "factorized":
+            labels = sorted({s.label for s in model.specs if s.family != "factorized"})
+            raise ValueError(f"config={c_!r} with seed={s_!r} is invalid: expected one of "
+                             f"{', '.join(labels)} and a seed of the sweep {list(cfg.seeds)}")
+        pos.append(found[0])
+    order_ = sorted(range(len(seeds)), key=lambda j: seeds[j])   # the stack orders its seeds
+    seeds, configs, pos = [seeds[j] for j in order_], [configs[j] for j in order_], [pos[j] for j in order_]
+    over = dict(families=("factorized",), widths=(), seeds=tuple(seeds), progress=False)
     for name, value in dict(epochs=epochs, lr=lr, local_lr=local_lr).items():
         if value is not None:
             over[name] = value
@@ -201,25 +214,128 @@ def warm_start_fvi(result, config: str, seed: int | None = None, *, x_train=None
     x = model.likelihood.prepare(x_train.to(dev))
     fvi = StackedVAE(c, x_dim=x.shape[1]).to(dev)
     with torch.no_grad():
-        fvi.decoder.m.copy_(model.decoder.m[pos:pos + 1])
-        fvi.decoder.log_s.copy_(model.decoder.log_s[pos:pos + 1])
-        fvi.families[0].set_rows(encoder_q(model, x, [pos]))
+        fvi.decoder.m.copy_(model.decoder.m[pos])
+        fvi.decoder.log_s.copy_(model.decoder.log_s[pos])
+        fvi.families[0].set_rows(encoder_q(model, x, pos))
     opts = fvi.optimizers(c.lr, c.weight_decay, c.local_lr)
     noise = NoiseSource(fvi.seeds, dev, offset=31)
-    alive = torch.ones(1, dtype=torch.bool, device=dev)
+    M = len(seeds)
+    alive = torch.ones(M, dtype=torch.bool, device=dev)
     order = torch.Generator().manual_seed(c.data_seed)
     with torch.no_grad():
         eps_z, eps_t = noise.draw_streams(c.n_mc, len(x), c.z_dim, fvi.decoder.n_params)
         idx = torch.arange(len(x), device=dev)
-        start = float(-elbo_terms(x, fvi.q_z(x, idx), fvi.decoder, fvi.likelihood, c.n_obs,
-                                  eps_z, eps_t).elbo[0])
+        start = (-elbo_terms(x, fvi.q_z(x, idx), fvi.decoder, fvi.likelihood, c.n_obs,
+                             eps_z, eps_t).elbo).tolist()
     losses = []
     for epoch in range(1, c.epochs + 1):
-        total = 0.0
+        total = torch.zeros(M, dtype=torch.float64)
         for b in _batches(c.n_obs, c.batch_size, order, dev):
             loss, alive = train_step(fvi, opts, x, b, noise, alive, c)
-            total += float(loss[0]) * len(b) / c.n_obs
-        losses.append(total)
+            total += loss.double().cpu() * len(b) / c.n_obs
+        losses.append(total.tolist() if many else float(total[0]))
         if callback is not None:
             callback(epoch, fvi)
-    return dict(model=fvi, losses=losses, start=start, config=c)
+    return dict(model=fvi, losses=losses, start=start if many else start[0], config=c,
+                sources=list(zip(configs, seeds)))
+
+
+AUDIT_COLUMNS = ["dataset", "likelihood", "sigma", "config", "seed", "source", "elbo_fvi", "elbo_fvi_se",
+                 "elbo_source", "elbo_warm", "warm_vs_source", "warm_vs_source_se", "shortfall",
+                 "shortfall_se", "refine_gain", "refine_gain_se", "fvi_still_falling",
+                 "warm_still_falling", "warm_epochs", "n_images", "n_draws"]
+
+
+def _train_elbo_draws(model, x, index, n_draws, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-draw local ELBOs [len(index), n_draws, n] of the models ``index`` on their own
+    q(z) of the training images x (the first n), and KL(q(theta)) / N [len(index)]."""
+    from ..gap.evaluate import many_draw_elbos
+    from ..model import kl_std_normal
+    n = x.shape[0]
+    with torch.no_grad():
+        q = model.q_z(x, torch.arange(n, device=x.device))
+        sel = torch.as_tensor(index, device=x.device)
+        q = DiagGaussian(q.mu[sel], q.log_sigma[sel])
+        seeds = [model.specs[i].seed for i in index]
+        draws = many_draw_elbos(model.decoder, model.likelihood, x, q, index, seeds, n_draws,
+                                seed=seed)
+        dec = model.decoder
+        kl = kl_std_normal(dec.m[sel], dec.log_s[sel]).double().cpu() / model.cfg.n_obs
+    return draws.double().cpu(), kl
+
+
+@torch.no_grad()
+def fvi_audit(result, *, x_train=None, n_images: int = 200, n_draws: int = 100,
+              epochs: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The referee's checks of a sweep's F-VI, one row per seed whose F-VI and at least one
+    A-VI model are live (not diverged, not blown up); columns ``AUDIT_COLUMNS``, nats per image
+    (``config`` is "F-VI", the audited model). Cost: the sweep's F-VI training once more (one
+    model per seed), a frozen-decoder fit of q(z) on ``n_images``, 3 x ``n_draws`` decoder passes.
+
+    - ``source``: that seed's best A-VI model (lowest final negative ELBO among the live widths).
+    - ``elbo_fvi`` / ``elbo_source`` / ``elbo_warm``: the train ELBO per image (the mean local
+      ELBO of the first ``n_images`` training images by ``n_draws`` draws of (z, theta), minus
+      KL(q(theta)) / N) of F-VI as trained, of the source, and of F-VI warm-started from the
+      source (``warm_start_fvi``) and trained ``epochs`` more epochs (default the sweep's) with
+      the sweep's optimiser. Common random numbers within a seed.
+    - ``warm_vs_source`` = elbo_warm - elbo_source: for a fixed decoder F-VI's family holds
+      every A-VI solution, so this should not be negative beyond its standard error.
+    - ``shortfall`` = elbo_warm - elbo_fvi: how far the F-VI run is from what its family reaches
+      from a better start; about 0 for a run at its optimum (positive: short of it).
+    - ``refine_gain``: what ``refinement_gain`` still finds for F-VI's q(z_n) with its decoder
+      frozen (~0 at an optimum in q).
+    - ``fvi_still_falling`` / ``warm_still_falling``: the drop of the one-draw loss per 100
+      epochs over the last eighth of training (``plateau``): ~0 on a plateau."""
+    from .. import data
+    cfg, model, runs = result.cfg, result.model, result.runs
+    if "factorized" not in cfg.families or "amortized" not in cfg.families:
+        raise ValueError("fvi_audit needs a sweep with both F-VI and A-VI models")
+    if x_train is None:
+        x_train = data.load(cfg.dataset, "train", cfg.n_obs, cfg.data_root)
+    dev = model.decoder.m.device
+    dead = runs["diverged"].astype(bool)
+    if "blew_up" in runs:
+        dead = dead | runs["blew_up"].astype(bool)
+    live = runs[~dead]
+    pairs = []
+    for s in cfg.seeds:
+        here = live[live["seed"] == s]
+        avi = here[here["family"] == "amortized"]
+        if (here["family"] == "factorized").any() and not avi.empty:
+            pairs.append((avi.sort_values("neg_elbo")["config"].iloc[0], int(s)))
+    if not pairs:
+        return pd.DataFrame(columns=AUDIT_COLUMNS)
+    with torch.enable_grad():
+        warm = warm_start_fvi(result, [c for c, _ in pairs], [s for _, s in pairs],
+                              x_train=x_train, epochs=epochs)
+    n = min(int(n_images), cfg.n_obs)
+    x = model.likelihood.prepare(x_train[:n].to(dev))
+    pos = {(sp.label, sp.seed): i for i, sp in enumerate(model.specs)}
+    fvi_idx = [pos[("F-VI", s)] for _, s in warm["sources"]]
+    src_idx = [pos[(c, s)] for c, s in warm["sources"]]
+    d_fvi, kl_fvi = _train_elbo_draws(model, x, fvi_idx, n_draws, seed)
+    d_src, kl_src = _train_elbo_draws(model, x, src_idx, n_draws, seed)
+    d_warm, kl_warm = _train_elbo_draws(warm["model"], x, list(range(len(fvi_idx))), n_draws, seed)
+    from ..gap import mean_se
+    e_fvi, se_fvi = mean_se(d_fvi)
+    e_src, _ = mean_se(d_src)
+    e_warm, _ = mean_se(d_warm)
+    g_ws, se_ws = mean_se(d_warm - d_src)
+    g_sh, se_sh = mean_se(d_warm - d_fvi)
+    with torch.enable_grad():
+        gain = refinement_gain(model, x, fvi_idx, seed=seed)
+    fall = plateau(result.metrics).set_index(["config", "seed"])["drop_per_100_epochs"]
+    rows = []
+    for j, (src, s) in enumerate(warm["sources"]):
+        w_losses = [l[j] for l in warm["losses"]]
+        rows.append(dict(
+            dataset=cfg.dataset, likelihood=cfg.likelihood, sigma=cfg.sigma, config="F-VI", seed=s, source=src,
+            elbo_fvi=float(e_fvi[j] - kl_fvi[j]), elbo_fvi_se=float(se_fvi[j]),
+            elbo_source=float(e_src[j] - kl_src[j]), elbo_warm=float(e_warm[j] - kl_warm[j]),
+            warm_vs_source=float(g_ws[j] - kl_warm[j] + kl_src[j]), warm_vs_source_se=float(se_ws[j]),
+            shortfall=float(g_sh[j] - kl_warm[j] + kl_fvi[j]), shortfall_se=float(se_sh[j]),
+            refine_gain=float(gain["gain"].iloc[j]), refine_gain_se=float(gain["gain_se"].iloc[j]),
+            fvi_still_falling=float(fall.get(("F-VI", s), float("nan"))),
+            warm_still_falling=losses_plateau(w_losses)["drop_per_100_epochs"],
+            warm_epochs=warm["config"].epochs, n_images=n, n_draws=int(n_draws)))
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
