@@ -52,6 +52,8 @@ def _build() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="Adam learning rate")
     s.add_argument("--local-lr", type=float, dest="local_lr", metavar="LR",
                    help="Adam learning rate of F-VI's per-image q(z_n) (default: --lr)")
+    s.add_argument("--warmup-epochs", type=int, dest="warmup_epochs", metavar="E",
+                   help="every learning rate rises linearly over the first E epochs (default 0: none)")
     s.add_argument("--batch-size", type=int, dest="batch_size", metavar="B", help="default: full batch")
     s.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="sweep only this likelihood (default: the profile's likelihood settings)")
@@ -155,7 +157,7 @@ def _variants(args):
 def _sweep(args) -> int:
     from . import runner
     names = ["widths", "seeds", "families", "epochs", "n_obs", "n_test", "z_dim", "like_dim", "lr",
-             "local_lr", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
+             "local_lr", "warmup_epochs", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything

@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 #: only the Gaussian likelihood is asked for.
 PROFILES: dict[str, dict] = {
     "quick": dict(n_obs=1000, n_test=500, z_dim=16, like_dim=64, widths=(1, 16, 64, 256),
-                  seeds=(0, 1, 2, 3, 4), epochs=800, lr=1e-2, local_lr=0.1, sigma=0.1),
+                  seeds=(0, 1, 2, 3, 4), epochs=800, lr=1e-2, local_lr=0.1, warmup_epochs=50, sigma=0.1),
     "paper": dict(n_obs=10000, n_test=1000, z_dim=64, like_dim=256, widths=(1, 64, 128, 256),
                   seeds=(0, 1, 2, 3, 4), epochs=5000, sigma=0.1),
     # Tiny settings used by the notebook regression tests (nbval) and smoke tests.
@@ -116,6 +116,7 @@ class SweepConfig:
     lr: float = 1e-3
     local_lr: float | None = None  # Adam lr of F-VI's per-image (mu_n, log sigma_n); None: lr
     weight_decay: float = 0.0     # L2 penalty added by Adam: changes the objective; off by default
+    warmup_epochs: int = 0        # every lr rises linearly over the first epochs (0: constant lr)
     batch_size: int | None = None  # None: full batch
     n_mc: int = 1                 # Monte Carlo samples S of the expected log-likelihood
     data_seed: int = 0            # mini-batch order, shared by all models of the sweep
@@ -164,6 +165,7 @@ class SweepConfig:
                 _fail("local_lr", self.local_lr, "a number > 0, or None (the same as lr)")
             self.local_lr = float(self.local_lr)
         self.weight_decay = _real("weight_decay", self.weight_decay, positive=False, nonneg=True)
+        self.warmup_epochs = _int("warmup_epochs", self.warmup_epochs, 0)
         if self.batch_size is not None:
             self.batch_size = _int("batch_size", self.batch_size, 1)
             if self.batch_size > self.n_obs:

@@ -122,6 +122,9 @@ def discard_unfinished(folder: Path, unit: str) -> list[Path]:
 
 #: Settings that do not change the numbers: a finished unit made with other values is reused.
 _NOT_RESULTS = {"progress", "data_root", "device", "profile"}
+#: Settings added after results were first published, with the value that reproduces what the
+#: code did before them: a unit record without one reads as made with that value.
+ADDED_SETTINGS = {"local_lr": None, "warmup_epochs": 0}
 
 
 def unit_done(folder: Path, unit: str, config: dict | None = None) -> bool:
@@ -159,6 +162,7 @@ def read_unit_meta(path: Path) -> dict:
     if not isinstance(meta.get("info", {}), dict):
         raise ResultsError(f"corrupt results file {path}: its 'info' is not a record")
     meta.setdefault("info", {})
+    meta["config"] = {**ADDED_SETTINGS, **meta["config"]}
     return meta
 
 

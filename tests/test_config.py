@@ -37,6 +37,8 @@ BAD_INPUTS = [
     ("lr text", ["--lr", "fast"], dict(lr="fast"), "lr"),
     ("local_lr 0", ["--local-lr", "0"], dict(local_lr=0.0), "local_lr"),
     ("local_lr text", ["--local-lr", "fast"], dict(local_lr="fast"), "local_lr"),
+    ("warmup_epochs -1", ["--warmup-epochs", "-1"], dict(warmup_epochs=-1), "warmup_epochs"),
+    ("warmup_epochs 2.5", ["--warmup-epochs", "2.5"], dict(warmup_epochs=2.5), "warmup_epochs"),
     ("n_obs 0", ["--n-obs", "0"], dict(n_obs=0), "n_obs"),
     ("n_obs beyond the split", ["--n-obs", str((MNIST_TRAIN or 60000) + 1)],
      dict(n_obs=(MNIST_TRAIN or 60000) + 1), "n_obs"),

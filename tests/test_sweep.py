@@ -88,3 +88,22 @@ def test_metrics_frame_is_tidy():
     assert (m.wall_s > 0).all() and m.epoch.max() == 25 and m.epoch.min() == 1
     assert set(res.runs.config) == {"F-VI", "A-VI k=1", "A-VI k=6", "constant-VI"}
     assert {"epochs_to_tol", "seconds_to_tol", "active_units", "kl_z"} <= set(res.runs)
+
+
+def test_warmup_raises_every_learning_rate_linearly_then_holds_it():
+    from amortlib.train import StackedVAE
+    from amortlib.train.sweep import warmup
+    cfg = SweepConfig(n_obs=20, n_test=10, z_dim=2, like_dim=4, widths=(3,), seeds=(0,), epochs=8,
+                      lr=0.01, local_lr=0.1, warmup_epochs=4, progress=False, device="cpu")
+    model = StackedVAE(cfg)
+    opts = model.optimizers(cfg.lr, local_lr=cfg.local_lr)
+    base, seen = None, []
+    for epoch in range(1, 8):
+        base = warmup(opts, epoch, cfg, base)
+        seen.append([g["lr"] for o in opts for g in o.param_groups])
+    assert seen[0] == pytest.approx([0.0025, 0.025]) and seen[2] == pytest.approx([0.0075, 0.075])
+    assert all(s == pytest.approx([0.01, 0.1]) for s in seen[3:])
+    none = cfg.replace(warmup_epochs=0)
+    opts = model.optimizers(none.lr, local_lr=none.local_lr)
+    warmup(opts, 1, none)
+    assert [g["lr"] for o in opts for g in o.param_groups] == [0.01, 0.1]

@@ -33,7 +33,7 @@ import torch
 from ..model import DiagGaussian
 from ..objective import elbo_terms
 from .stack import NoiseSource, StackedVAE
-from .sweep import _batches, train_step
+from .sweep import _batches, train_step, warmup
 
 PLATEAU_COLUMNS = ["config", "seed", "epoch_from", "epoch_to", "neg_elbo_from", "neg_elbo_to",
                    "drop", "drop_per_100_epochs", "rel_drop"]
@@ -227,8 +227,9 @@ def warm_start_fvi(result, config, seed=None, *, x_train=None, epochs: int | Non
         idx = torch.arange(len(x), device=dev)
         start = (-elbo_terms(x, fvi.q_z(x, idx), fvi.decoder, fvi.likelihood, c.n_obs,
                              eps_z, eps_t).elbo).tolist()
-    losses = []
+    losses, base_lrs = [], None
     for epoch in range(1, c.epochs + 1):
+        base_lrs = warmup(opts, epoch, c, base_lrs)
         total = torch.zeros(M, dtype=torch.float64)
         for b in _batches(c.n_obs, c.batch_size, order, dev):
             loss, alive = train_step(fvi, opts, x, b, noise, alive, c)

@@ -89,6 +89,21 @@ def train_step(model: StackedVAE, opts, x, idx, noise: NoiseSource, alive, cfg: 
     return loss.detach(), alive
 
 
+def warmup(opts, epoch: int, cfg: SweepConfig, base: list | None = None) -> list:
+    """Linear learning-rate warm-up: in epoch e <= ``cfg.warmup_epochs`` every parameter group
+    of ``opts`` runs at its base rate times e / warmup_epochs. Adam's first steps move every
+    weight by about its lr whatever its gradient, so a wide encoder on dense images can swing
+    its outputs by many units per step; the warm-up keeps those steps small. Returns the base
+    rates (pass them back in later epochs); no-op without a warm-up."""
+    base = base if base is not None else [[g["lr"] for g in o.param_groups] for o in opts]
+    if cfg.warmup_epochs and epoch <= cfg.warmup_epochs + 1:
+        scale = min(1.0, epoch / cfg.warmup_epochs)
+        for o, lrs in zip(opts, base):
+            for g, lr in zip(o.param_groups, lrs):
+                g["lr"] = lr * scale
+    return base
+
+
 def _autocast(device, precision):
     """The context of a training step's forward pass for ``cfg.precision``:
 
@@ -202,7 +217,9 @@ def run_sweep(cfg: SweepConfig, x_train: torch.Tensor | None = None, x_test: tor
     bar = tqdm(total=cfg.epochs, disable=not cfg.progress, desc=f"{cfg.dataset} {M} models",
                leave=False, mininterval=0.5)
     t_start, t_eval = time.perf_counter(), 0.0
+    base_lrs = None
     for epoch in range(1, cfg.epochs + 1):
+        base_lrs = warmup(opts, epoch, cfg, base_lrs)
         epoch_loss = torch.zeros(M, device=device)
         for idx in _batches(cfg.n_obs, cfg.batch_size, order, device):
             loss, alive = train_step(model, opts, x, idx, noise, alive, cfg)
