@@ -121,7 +121,7 @@ print(text_table(runs))
 # first 150 training images (which the encoders were trained on) and the first 150 test images
 # (which they have never seen).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 measurements = {split: measure_gap(result, split, n_images=150, n_eval=64, lr=0.05, tol=0.01)
                 for split in ("train", "test")}
 per_model = pd.concat([m.table() for m in measurements.values()], ignore_index=True)
@@ -137,11 +137,11 @@ print(text_table(gaps, ["config", "split", "gap_mean", "gap_lo", "gap_hi", "seed
 # (`mc_se`, root mean square over images) next to the spread of the gaps over images
 # (`gap_sd`):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 print(text_table(per_model, ["config", "seed", "split", "gap_mean", "gap_se", "gap_sd", "mc_se",
                              "elbo_amortized", "elbo_fvi", "fit_steps"]))
 
-# %%
+# %% tags=["nbval-ignore-output"]
 gap_figure(gaps)
 
 # %% [markdown]
@@ -191,7 +191,7 @@ GapExplorer(pd.concat([m.per_image() for m in measurements.values()], ignore_ind
 # gaps add up exactly. Being a lower bound, $\mathrm{IWAE}_{5000}$ can only *under*-estimate
 # $\log p_n$, hence the approximation gap.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 decomposition = decompose(result, measurements["test"], n_images=50, ks=(1, 10, 100, 1000, 5000),
                           n_theta=2)
 dec = decomposition.table.groupby("config", sort=False)[
@@ -201,7 +201,7 @@ print(text_table(dec, rename={"log_px": "log p (IWAE_5000)", "elbo_fvi": "ELBO(q
                               "elbo_amortized": "ELBO(q_enc)", "approx_gap": "approx. gap",
                               "amort_gap": "amort. gap", "iwae_encoder": "IWAE_5000(q_enc)"}))
 
-# %%
+# %% tags=["nbval-ignore-output"]
 decomposition_figure(decomposition.table)
 
 # %% [markdown]
@@ -217,7 +217,7 @@ decomposition_figure(decomposition.table)
 # tens of nats of an A-VI model's gap; importance sampling from a poor proposal is no
 # substitute for fitting $q$.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 iwae_figure(decomposition.iwae)
 
 # %% [markdown]
@@ -229,7 +229,7 @@ iwae_figure(decomposition.iwae)
 # evaluation), so the curve costs nothing extra. Gap left after $K$ steps, test images, mean
 # over seeds:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 refine = refinement_table(list(measurements.values()))
 curve = summarise(refine, by=("config", "split", "steps"))
 wide = curve[curve.split == "test"].pivot(index="config", columns="steps", values="gap_mean")
@@ -237,7 +237,7 @@ wide = wide.reindex(list(dict.fromkeys(curve.config))).reset_index()
 wide.columns = ["config"] + [f"K={k}" for k in wide.columns[1:]]
 print(text_table(wide))
 
-# %%
+# %% tags=["nbval-ignore-output"]
 refinement_figure(refine, split="test")
 
 # %% [markdown]

@@ -69,7 +69,7 @@ SEED = 0
 # $x_n$. An affine encoder is already big enough, and so is a tanh MLP of any width (it only has
 # to be approximately linear over the data).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 nn_sweep = tf.width_sweep("normal_normal", [None, 1, 8], n=100, seed=SEED)
 print(tf.format_table(
     [{"encoder": "constant-VI", "gap (nats/datapoint)": nn_sweep["gap_constant"]}]
@@ -103,7 +103,7 @@ gap_figure(tf.as_compare(nn_sweep, None))   # F-VI, affine A-VI, constant-VI
 # The ELBO is still closed form (Gaussian expectations of $\sin$ and $\cos$), and $\log p(x)$
 # is a 1-D integral done on a dense grid.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 WIDTHS = [None, 1, 2, 4, 8, 16, 32, 64]
 nl = tf.width_sweep("nonlinear", WIDTHS, n=256, seed=SEED)
 nl_new = tf.heldout_gaps(nl["amortized"], seed=1000)        # the same encoders on new data
@@ -112,7 +112,7 @@ print(f"constant-VI gap = {tf.sig3(nl['gap_constant'])}")
 print(tf.format_table([{"encoder": r.label, "gap (training data)": nl["gaps"][r.width],
                         "gap (new data)": nl_new[r.width]} for r in nl["amortized"]]))
 
-# %%
+# %% tags=["nbval-ignore-output"]
 inference_function_figure(nl, widths=(1, 4, 64))
 
 # %% [markdown]
@@ -121,7 +121,7 @@ inference_function_figure(nl, widths=(1, 4, 64))
 # A width-1 encoder is in effect affine here (a nearly straight mean, a nearly flat
 # log-scale); width 4 follows the mean but not the log-scale's wiggles; width 64 follows both. The gap against width:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 width_figure({"encoder sees x_n": nl}, heldout={"encoder sees x_n": nl_new},
              title="Nonlinear model: the amortization gap shrinks as the encoder widens")
 
@@ -156,7 +156,7 @@ width_figure({"encoder sees x_n": nl}, heldout={"encoder sees x_n": nl_new},
 # can do on an infinitely long series is a constant, i.e. constant-VI, whose gap tends to
 # $1/(2\sigma^2) = 2$ nats per datapoint.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 SAW_WIDTHS = [None, 1, 4, 16, 64]
 saw_x = tf.width_sweep("saw", SAW_WIDTHS, inputs="x", n=256, seed=SEED)
 saw_xx = tf.width_sweep("saw", SAW_WIDTHS, inputs="x,x_next", data=saw_x["data"], seed=SEED)
@@ -180,7 +180,7 @@ print(tf.format_table([
 # %%
 saw_figure(saw_x["data"], saw_x["model"])
 
-# %%
+# %% tags=["nbval-ignore-output"]
 width_figure({"encoder sees x_n": saw_x, "encoder sees (x_n, x_{n+1})": saw_xx},
              heldout={"encoder sees x_n": saw_x_new, "encoder sees (x_n, x_{n+1})": saw_xx_new},
              floor_line=("constant-VI gap: the best q that ignores x_n", floor),
