@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DATASETS, DEVICES, FAMILIES, LIKELIHOODS, PRECISIONS, PROFILES
+from .config import DATASETS, DEVICES, FAMILIES, LIKELIHOODS, LR_DECAYS, PRECISIONS, PROFILES
 
 EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -54,6 +54,8 @@ def _build() -> argparse.ArgumentParser:
                    help="Adam learning rate of F-VI's per-image q(z_n) (default: --lr)")
     s.add_argument("--warmup-epochs", type=int, dest="warmup_epochs", metavar="E",
                    help="every learning rate rises linearly over the first E epochs (default 0: none)")
+    s.add_argument("--lr-decay", choices=LR_DECAYS, dest="lr_decay",
+                   help="cosine: after the warm-up every learning rate falls to 0 at the last epoch (default none)")
     s.add_argument("--batch-size", type=int, dest="batch_size", metavar="B", help="default: full batch")
     s.add_argument("--likelihood", choices=LIKELIHOODS,
                    help="sweep only this likelihood (default: the profile's likelihood settings)")
@@ -157,7 +159,7 @@ def _variants(args):
 def _sweep(args) -> int:
     from . import runner
     names = ["widths", "seeds", "families", "epochs", "n_obs", "n_test", "z_dim", "like_dim", "lr",
-             "local_lr", "warmup_epochs", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
+             "local_lr", "warmup_epochs", "lr_decay", "batch_size", "eval_points", "fit_steps", "precision", "device", "data_root"]
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     units = runner.plan(args.profile, args.dataset, _variants(args), **overrides)  # validates everything

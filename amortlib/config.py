@@ -17,6 +17,7 @@ FAMILIES = ("factorized", "amortized", "constant")
 LIKELIHOODS = ("gaussian", "bernoulli")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+LR_DECAYS = ("none", "cosine")
 
 #: Named profiles. ``quick`` runs both datasets (8 units) on a 2-core CPU in about 25 minutes; ``paper`` is the
 #: scale of the Bayesian-VAE experiment of Margossian & Blei (2023) and of jordandeklerk/Amortized-Bayes
@@ -117,6 +118,7 @@ class SweepConfig:
     local_lr: float | None = None  # Adam lr of F-VI's per-image (mu_n, log sigma_n); None: lr
     weight_decay: float = 0.0     # L2 penalty added by Adam: changes the objective; off by default
     warmup_epochs: int = 0        # every lr rises linearly over the first epochs (0: constant lr)
+    lr_decay: str = "none"        # "cosine": after the warm-up every lr falls to 0 at the last epoch
     batch_size: int | None = None  # None: full batch
     n_mc: int = 1                 # Monte Carlo samples S of the expected log-likelihood
     data_seed: int = 0            # mini-batch order, shared by all models of the sweep
@@ -166,6 +168,9 @@ class SweepConfig:
             self.local_lr = float(self.local_lr)
         self.weight_decay = _real("weight_decay", self.weight_decay, positive=False, nonneg=True)
         self.warmup_epochs = _int("warmup_epochs", self.warmup_epochs, 0)
+        self.lr_decay = _choice("lr_decay", self.lr_decay, LR_DECAYS)
+        if self.warmup_epochs >= self.epochs and self.lr_decay != "none":
+            _fail("warmup_epochs", self.warmup_epochs, f"fewer than epochs={self.epochs} when lr_decay is used")
         if self.batch_size is not None:
             self.batch_size = _int("batch_size", self.batch_size, 1)
             if self.batch_size > self.n_obs:

@@ -124,7 +124,7 @@ def discard_unfinished(folder: Path, unit: str) -> list[Path]:
 _NOT_RESULTS = {"progress", "data_root", "device", "profile"}
 #: Settings added after results were first published, with the value that reproduces what the
 #: code did before them: a unit record without one reads as made with that value.
-ADDED_SETTINGS = {"local_lr": None, "warmup_epochs": 0}
+ADDED_SETTINGS = {"local_lr": None, "warmup_epochs": 0, "lr_decay": "none"}
 
 
 def unit_done(folder: Path, unit: str, config: dict | None = None) -> bool:

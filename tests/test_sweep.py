@@ -107,3 +107,14 @@ def test_warmup_raises_every_learning_rate_linearly_then_holds_it():
     opts = model.optimizers(none.lr, local_lr=none.local_lr)
     warmup(opts, 1, none)
     assert [g["lr"] for o in opts for g in o.param_groups] == [0.01, 0.1]
+
+
+def test_cosine_decay_follows_the_warmup_down_to_zero_at_the_last_epoch():
+    from amortlib.train.sweep import lr_scale
+    cfg = SweepConfig(n_obs=20, n_test=10, epochs=12, warmup_epochs=4, lr_decay="cosine",
+                      progress=False, device="cpu")
+    s = [lr_scale(e, cfg) for e in range(1, 13)]
+    assert s[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert s[4] == pytest.approx((1 + math.cos(math.pi / 8)) / 2) and s[7] == pytest.approx(0.5)
+    assert s[-1] == pytest.approx(0.0) and all(a > b for a, b in zip(s[3:], s[4:]))
+    assert [lr_scale(e, cfg.replace(lr_decay="none")) for e in (4, 5, 12)] == [1.0, 1.0, 1.0]
