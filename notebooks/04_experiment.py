@@ -129,9 +129,10 @@ final.groupby("config", sort=False)[["elbo_train", "elbo_test", "test_loglik"]].
 # encoder's q(z_n) as F-VI's table), with the same optimiser and epochs. For a fixed decoder
 # F-VI's family holds every A-VI solution, so the warm start must end at least as good as its
 # source (`warm_vs_source` >= 0); how far the F-VI run of the sweep ends below the warm start
-# (`shortfall`, nats per image, with its standard error) measures how far it is from what its
-# family reaches. `refine_gain`: what a frozen-decoder refit of F-VI's q(z_n) still gains;
-# `*_still_falling`: the drop of the loss per 100 epochs at the end.
+# (`shortfall`, nats per image, with its standard error) shows how far it is from a point its
+# own family reaches (from a better start, after its source's epochs: positive means the run
+# is not at its family's best). `refine_gain`: what a frozen-decoder refit of F-VI's q(z_n)
+# still gains; `*_still_falling`: the drop of the loss per 100 epochs at the end.
 
 # %%
 from amortlib.train import fvi_audit

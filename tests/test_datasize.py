@@ -12,7 +12,7 @@ PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "published"
 
 @pytest.fixture(scope="module")
 def quick():
-    return load_results(PUBLISHED / "quick")
+    return load_results(PUBLISHED / "lr_study" / "lr_0_01")   # both datasets at sigma 0.1, N = 1000
 
 
 def test_gap_by_n_is_the_seed_mean_of_each_models_gap_live_runs_only(quick):
@@ -41,7 +41,7 @@ def test_bad_inputs_are_named(quick, tmp_path):
 
 def test_the_published_study_bears_out_every_sentence_the_chapter_prints():
     from amortlib.metrics import check_claims
-    t = gap_by_n(load_gap_study(PUBLISHED / "gap_vs_n", base=PUBLISHED / "quick"))
+    t = gap_by_n(load_gap_study(PUBLISHED / "gap_vs_n"))
     assert sorted(set(t[t["dataset"] == "mnist"]["n_obs"])) == [300, 1000, 3000]
     text = check_claims(GAP_N_FINDINGS, t)
     assert text.count("\n- ") == len(GAP_N_FINDINGS) - 1

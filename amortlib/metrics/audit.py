@@ -6,8 +6,9 @@ model, with train ELBOs from 100 draws on common random numbers. ``audit_summary
 dataset and likelihood setting:
 
 - ``shortfall``: warm-started F-VI's train ELBO minus the F-VI run's (nats per image), mean and
-  95% t-interval over the audited seeds: how far the sweep's F-VI is from what its own family
-  reaches from a better start at the same budget. 0 for a run at its optimum.
+  95% t-interval over the audited seeds: how far the sweep's F-VI ends below a point its own
+  family reaches (from a better start, and with the source's epochs before its own: an
+  existence proof, not the optimum). Positive: the run is not at its family's best.
 - ``warm_vs_source``: the warm start minus its A-VI source; for a fixed decoder F-VI's family
   holds every A-VI solution, so it should not be negative (``warm_below_source``: seeds where
   it is, by more than 3 standard errors).

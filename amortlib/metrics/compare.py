@@ -145,3 +145,56 @@ def study_table(res: dict, frac: float = 0.9, gap: pd.DataFrame | None = None) -
     out.insert(1, "setting", [likelihood_label(l, s) for l, s in zip(out["likelihood"], out["sigma"])])
     return out.sort_values(["dataset", "likelihood", "sigma", "config"],
                            key=lambda s: s.map(order) if s.name == "config" else s, ignore_index=True)
+
+
+#: Two-sided 95% quantiles of Student's t with 1..9 degrees of freedom (seeds - 1); 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` (per-seed differences) and its 95% t-interval
+    (NaN bounds for fewer than two values)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else np.nan), np.nan, np.nan
+    half = (_T95[len(v) - 2] if len(v) - 1 <= len(_T95) else 1.96) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def final_comparison(res: dict, ref: str = "F-VI", min_seeds: int = 5) -> pd.DataFrame:
+    """The re-estimated final numbers (``final`` tables of ``amortlib.gap.final_evaluation``):
+    per dataset, likelihood setting and configuration, over the live seeds, the mean train
+    ELBO (100 draws, KL(theta) included), test ELBO and test log-likelihood (IWAE), and the
+    paired per-seed differences to ``ref``, ``ref - config`` (positive: the configuration is
+    worse), as a mean with its 95% t-interval over seeds: ``d_train`` (train ELBO), ``d_test``
+    (test log-likelihood). ``verdict``: "behind" / "ahead" where the interval excludes 0,
+    "level" where it holds 0, none below ``min_seeds`` live seeds."""
+    final = res.get("final")
+    if final is None or final.empty:
+        raise ValueError("these results hold no final tables (units saved before the final "
+                         "evaluation was added): rerun the sweep")
+    live = res["runs"].loc[~excluded(res["runs"]), GROUP + ["config", "seed"]]
+    f = final.merge(live, on=GROUP + ["config", "seed"], how="inner")
+    base = f[f["config"] == ref][GROUP + ["seed", "elbo_train", "test_loglik"]]
+    p = f.merge(base, on=GROUP + ["seed"], suffixes=("", "_ref"))
+    p["d_train"] = p["elbo_train_ref"] - p["elbo_train"]
+    p["d_test"] = p["test_loglik_ref"] - p["test_loglik"]
+    total = res["runs"].groupby(GROUP + ["config"], sort=False)["seed"].nunique()
+    rows = []
+    for key, g in p.groupby(GROUP + ["config"], sort=False):
+        row = dict(zip(GROUP + ["config"], key), elbo_train=g["elbo_train"].mean(),
+                   elbo_test=g["elbo_test"].mean(), test_loglik=g["test_loglik"].mean())
+        for col in ("d_train", "d_test"):
+            row[col], row[f"{col}_lo"], row[f"{col}_hi"] = t_interval(g[col])
+        n = g["seed"].nunique()
+        lo, hi = row["d_train_lo"], row["d_train_hi"]
+        row["verdict"] = ("reference" if key[-1] == ref else
+                          f"no verdict: {n} live seeds (needs {min_seeds})" if n < min_seeds else
+                          "behind" if lo > 0 else "ahead" if hi < 0 else "level")
+        row["seeds"], row["of"] = n, int(total.get(key, n))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    order = {c: i for i, c in enumerate(config_order(res["runs"]))}
+    return out.sort_values(GROUP + ["config"], key=lambda s: s.map(order) if s.name == "config" else s,
+                           ignore_index=True)

@@ -8,14 +8,17 @@ import pandas as pd
 
 from ..config import DATASETS
 from .claims import Claim
-from .compare import GROUP, baselines, convergence, match_summary, study_table, RUN_KEYS
+from .compare import GROUP, baselines, convergence, final_comparison, match_summary, study_table, RUN_KEYS
 
 WIDE = ["A-VI k=16", "A-VI k=64", "A-VI k=256"]
 
 
 def evidence_table(res: dict) -> pd.DataFrame:
     """Study table (means over surviving seeds) joined with the paired comparison to F-VI
-    (``gap_nats``, ``matches``, speed-ups at the absolute and the relative tolerance)."""
+    (``gap_nats``, ``matches``, speed-ups at the absolute and the relative tolerance) and, where
+    the units hold them, the re-estimated final numbers of ``compare.final_comparison`` and the
+    F-VI audit of ``metrics.audit.audit_summary`` (its columns prefixed ``audit_``, the same on
+    every row of a setting)."""
     study = study_table(res, gap=res.get("gap"))
     conv = convergence(res["metrics"], baselines(res))
     runs = res["runs"].merge(conv[RUN_KEYS + ["epochs_to_abs", "epochs_to_rel"]], on=RUN_KEYS)
@@ -23,7 +26,16 @@ def evidence_table(res: dict) -> pd.DataFrame:
     m_rel = match_summary(runs, speed_col="epochs_to_rel")[GROUP + ["config", "speedup", "speedup_min"]]
     m = m_abs.merge(m_rel.rename(columns={"speedup": "speedup_rel", "speedup_min": "speedup_rel_min"}),
                     on=GROUP + ["config"])
-    return study.merge(m.drop(columns=["seeds"]), on=GROUP + ["config"], how="left")
+    out = study.merge(m.drop(columns=["seeds"]), on=GROUP + ["config"], how="left")
+    if res.get("final") is not None:
+        f = final_comparison(res).drop(columns=["seeds", "of"]).rename(columns={"verdict": "final_verdict"})
+        out = out.merge(f, on=GROUP + ["config"], how="left")
+    if res.get("audit") is not None:
+        from .audit import audit_summary
+        a = audit_summary(res).drop(columns=["setting"])
+        out = out.merge(a.rename(columns={c: f"audit_{c}" for c in a.columns if c not in GROUP}),
+                        on=GROUP, how="left")
+    return out
 
 
 def _rows(t, setting, configs=None, dataset=None):
@@ -49,16 +61,28 @@ def _all(series) -> bool:
     return bool(series.notna().all() and series.astype(bool).all())
 
 
+AVI = ["A-VI k=1"] + WIDE
+
+
+def _verdicts(rows) -> set:
+    return set(rows["final_verdict"].astype(str))
+
+
 FINDINGS = [
-    Claim("At Gaussian σ = 1 on MNIST the latent variable is hardly used: "
-          "every configuration ends with a training MSE within 10% of the mean-image MSE, and every one, "
-          "constant-VI included, ends within 0.5 nats per image of F-VI's ELBO. A-VI \"matches\" F-VI "
-          "there because no family needs to infer anything.",
+    Claim("At Gaussian σ = 1 on MNIST the latent variable is hardly used: every configuration ends with a "
+          "training MSE within 10% of the mean-image MSE, and every one, constant-VI included, ends within 1 nat "
+          "per image of F-VI's train ELBO. A-VI \"matches\" F-VI there because no family needs to infer anything.",
           lambda t: _all(_rows(t, "Gaussian σ=1", dataset="mnist")["mse_train_rel"].between(0.9, 1.1))
-          and _all(_rows(t, "Gaussian σ=1", dataset="mnist")["gap_nats"].abs() < 0.5)),
+          and _all(_rows(t, "Gaussian σ=1", dataset="mnist")["d_train"].abs() < 1)),
+    Claim("There F-VI even ends a fraction of a nat behind constant-VI (interval below 0): its per-image table, "
+          "at lr 0.1 with one-draw gradients, jitters about an optimum that is no better than the mean image. "
+          "That lead of constant-VI is an optimisation artifact too: F-VI warm-started from A-VI ends above the "
+          "F-VI run (interval above 0).",
+          lambda t: _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "mnist")["d_train_hi"] < 0)
+          and _all(_rows(t, "Gaussian σ=1", ["F-VI"], "mnist")["audit_shortfall_lo"] > 0)),
     Claim("At σ = 1, constant-VI, which cannot tell one image from another, passes the tolerance "
-          "of jordandeklerk/Amortized-Bayes (train MSE < 0.07) on MNIST: that tolerance measures how fast the decoder learns the "
-          "mean image, not inference.",
+          "of jordandeklerk/Amortized-Bayes (train MSE < 0.07) on MNIST: that tolerance measures how fast the "
+          "decoder learns the mean image, not inference.",
           lambda t: _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "mnist")["epochs_to_abs"].notna())),
     Claim("Fashion-MNIST's images vary more (mean-image MSE 0.087 against MNIST's 0.066): there, even at "
           "σ = 1, F-VI uses its latent and ends with less than 60% of the mean-image error, while "
@@ -67,44 +91,144 @@ FINDINGS = [
           and _all(_rows(t, "Gaussian σ=1", ["constant-VI"], "fashion_mnist")["mse_train_rel"] > 0.98)),
     Claim("At σ = 0.1 the latent matters: constant-VI stays at the mean image (train MSE within 2% of it, "
           "no active unit), while F-VI and A-VI with k ≥ 16 reconstruct training images with less than "
-          "45% of the mean-image error and use every latent dimension.",
+          "30% of the mean-image error and use every latent dimension.",
           lambda t: _all(_rows(t, "Gaussian σ=0.1", ["constant-VI"])["mse_train_rel"].between(0.98, 1.02))
           and _all(_rows(t, "Gaussian σ=0.1", ["constant-VI"])["active_units"] == 0)
-          and _all(_rows(t, "Gaussian σ=0.1", ["F-VI"] + WIDE)["mse_train_rel"] < 0.45)
-          and _all(_rows(t, "Gaussian σ=0.1", ["F-VI", "A-VI k=16", "A-VI k=64"])["active_units"] >= 15.5)),
-    Claim("At σ = 0.1, an encoder with one hidden unit (k = 1) ends more than 100 nats per image behind "
-          "F-VI on both datasets.",
-          lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"]))["gap_nats"] > 100)),
-    Claim("At σ = 0.1, after the same 800 epochs at the same learning rate, A-VI with k ≥ 16 ends with a "
-          "better ELBO than jointly trained F-VI on both datasets. That lead is an optimisation artifact of "
-          "this budget, not an advantage of amortization: for a fixed decoder the F-VI family contains every "
-          "A-VI solution, so F-VI at its optimum can only do better; its per-image parameters, each updated "
-          "from one image, are still far from that optimum here.",
-          lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", WIDE))["gap_nats"] < 0)),
-    Claim("At σ = 0.1, A-VI with k ≥ 16 reaches the tolerance that needs the latent (train MSE below 90% "
-          "of the mean-image MSE) at least 3 times faster in epochs than F-VI, on both datasets.",
-          lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", WIDE))["speedup_rel"] >= 3)),
-    Claim("At σ = 0.3 on MNIST, where F-VI has had time to catch up, A-VI with k ≥ 16 ends 1 to 5 nats "
-          "per image behind F-VI: there the amortization gap shows in the ELBO, and no width tried closes it.",
-          lambda t: _all(_rows(t, "Gaussian σ=0.3", WIDE, "mnist")["gap_nats"].between(1, 5))),
-    Claim("With the Bernoulli likelihood on MNIST, A-VI with k ≥ 64 ends better than F-VI, and k = 1 more "
-          "than 30 nats per image behind it.",
-          lambda t: _all(_rows(t, "Bernoulli", ["A-VI k=64", "A-VI k=256"], "mnist")["gap_nats"] < 0)
-          and _all(_rows(t, "Bernoulli", ["A-VI k=1"], "mnist")["gap_nats"] > 30)),
+          and _all(_rows(t, "Gaussian σ=0.1", ["F-VI"] + WIDE)["mse_train_rel"] < 0.3)
+          and _all(_rows(t, "Gaussian σ=0.1", ["F-VI"] + WIDE)["active_units"] >= 15.5)),
+    Claim("At σ = 0.1, with F-VI's per-image table at its own rate, F-VI ends ahead of every A-VI width on both "
+          "datasets: every A-VI verdict is \"behind\", the 95% interval of the paired train-ELBO difference above "
+          "0 over 5 live seeds. The gap narrows as the encoder widens, and the widest encoder comes closest "
+          "(k = 256: 30 nats per image on MNIST, 52 on Fashion-MNIST), far from matching.",
+          lambda t: _verdicts(_both(_rows(t, "Gaussian σ=0.1", AVI))) == {"behind"}
+          and all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], ds)["d_train"].iloc[0]
+                  < _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["d_train"].iloc[0]
+                  < _rows(t, "Gaussian σ=0.1", ["A-VI k=16"], ds)["d_train"].iloc[0]
+                  < _rows(t, "Gaussian σ=0.1", ["A-VI k=1"], ds)["d_train"].iloc[0] for ds in DATASETS)
+          and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"]).eval("d_train_lo > 20 and d_train < 60"))),
+    Claim("Neither family is at its optimum after 800 epochs, F-VI included: in every setting F-VI warm-started "
+          "from that seed's best A-VI model ends above the F-VI run of the sweep (the interval of the difference "
+          "above 0; 62 nats per image on MNIST at σ = 0.1, 75 on Fashion-MNIST) and above its A-VI source in "
+          "every seed, as the family's nesting requires. Every verdict on this page holds at this budget.",
+          lambda t: _all(t.drop_duplicates(GROUP)["audit_shortfall_lo"] > 0)
+          and _all(t.drop_duplicates(GROUP)["audit_warm_below_source"] == 0)
+          and _all(_both(_rows(t, "Gaussian σ=0.1", ["F-VI"]))["audit_shortfall"] > 50)),
+    Claim("At σ = 0.3 on MNIST, A-VI with k ≥ 16 ends 2 to 10 nats per image behind F-VI (verdict \"behind\"), "
+          "far closer than at σ = 0.1; its amortization gap on training images is of the same size (4 to 8 nats).",
+          lambda t: _verdicts(_rows(t, "Gaussian σ=0.3", WIDE, "mnist")) == {"behind"}
+          and _all(_rows(t, "Gaussian σ=0.3", WIDE, "mnist")["d_train"].between(2, 10))
+          and _all(_rows(t, "Gaussian σ=0.3", WIDE, "mnist")["gap_train"].between(4, 8))),
+    Claim("With the Bernoulli likelihood on MNIST, A-VI with k ≥ 16 ends within 5 nats per image of F-VI, "
+          "k = 64 level with it (its interval holds 0), and k = 1 more than 30 nats behind.",
+          lambda t: _all(_rows(t, "Bernoulli", WIDE, "mnist")["d_train"] < 5)
+          and _verdicts(_rows(t, "Bernoulli", ["A-VI k=64"], "mnist")) == {"level"}
+          and _all(_rows(t, "Bernoulli", ["A-VI k=1"], "mnist")["d_train"] > 30)),
     Claim("On training images the amortization gap at σ = 0.1 narrows as the encoder widens (k = 1 to "
           "k = 64), and on test images it is larger than on training images for every A-VI width: "
           "encoders fitted to 1,000 images generalise imperfectly.",
           lambda t: all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"], ds)["gap_train"].iloc[0]
                         > _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["gap_train"].iloc[0]
                         for ds in t["dataset"].unique())
-          and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=1"] + WIDE).eval("gap_test > gap_train"))),
-    Claim("Training is not always stable at this learning rate (0.01, ten times the reference codes'): on "
-          "Fashion-MNIST the widest encoder (A-VI k = 256) diverged (NaN) or blew up (its negative ELBO ran "
-          "off to more than ten times its scale) in at least one seed of every likelihood setting, and in "
-          "every seed with the Bernoulli likelihood. Such runs are listed with their epoch and left out of "
-          "every mean and verdict. The paper profile uses their 0.001.",
-          lambda t: _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
-          and _all(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
-          and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "fashion_mnist").eval("diverged + blew_up") >= 1)
-          and _all(_rows(t, "Bernoulli", ["A-VI k=256"], "fashion_mnist")["seeds"] == 0)),
+          and _all(_rows(t, "Gaussian σ=0.1", AVI).eval("gap_test > gap_train"))),
+    Claim("Against F-VI with its table at lr 0.1, A-VI's head start is modest: at σ = 0.1, A-VI with k ≥ 16 "
+          "reaches the tolerance that needs the latent (train MSE below 90% of the mean-image MSE) 1.2 to 3.5 "
+          "times sooner in epochs than F-VI, on both datasets (mean over seeds).",
+          lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", WIDE))["speedup_rel"].between(1.2, 3.5))),
+    Claim("With the 50-epoch warm-up the widest encoder (k = 256) trains in every seed at σ = 0.1, σ = 0.3 and "
+          "with the Bernoulli likelihood, on both datasets; at σ = 1, where the latent is hardly used, it still "
+          "fails late in training (diverges or blows up) in at least 3 of its 5 seeds on both datasets, the "
+          "widest encoder at lr 0.01 staying at the edge of stability (chapter's stability control). Such runs are "
+          "listed with their epoch and left out of every mean and verdict.",
+          lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
+          and _all(_both(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
+          and _all(_both(_rows(t, "Bernoulli", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
+          and _all(_both(_rows(t, "Gaussian σ=1", ["A-VI k=256"]))["seeds"] <= 2)),
+]
+
+
+# ---------------------------------------------------------------- five times the budget
+def long_evidence(res: dict, *longer: dict) -> pd.DataFrame:
+    """``compare.final_comparison`` of the quick results ``res`` and of longer runs ``longer``,
+    one row per dataset, likelihood setting, budget (``epochs``), learning-rate ``schedule``
+    ("constant" or "cosine") and configuration, with the setting's F-VI audit
+    (``metrics.audit.audit_summary``, columns prefixed ``audit_``). Only the settings that every
+    results folder holds."""
+    from .audit import audit_summary
+    frames = []
+    for r in (res, *longer):
+        f = final_comparison(r)
+        a = audit_summary(r).drop(columns=["setting"])
+        a = a.rename(columns={c: f"audit_{c}" for c in a.columns if c not in GROUP})
+        kinds = {(m["config"]["epochs"], m["config"].get("lr_decay", "none")) for m in r["meta"].values()}
+        if len(kinds) != 1:
+            raise ValueError(f"results in {r['folder']} mix budgets or schedules {sorted(kinds)}")
+        epochs, decay = kinds.pop()
+        frames.append(f.merge(a, on=GROUP, how="left").assign(
+            epochs=epochs, schedule="constant" if decay == "none" else decay))
+    out = pd.concat(frames, ignore_index=True)
+    n = out.groupby(GROUP)[["epochs", "schedule"]].apply(lambda g: len(set(zip(g["epochs"], g["schedule"]))))
+    every = set(n[n == len(frames)].index)
+    keep = [tuple(k) in every for k in out[GROUP].itertuples(index=False)]
+    return out[keep].reset_index(drop=True)
+
+
+def _at(t, epochs, config=None, dataset=None, schedule="constant"):
+    r = t[(t["epochs"] == epochs) & (t["schedule"] == schedule)]
+    if config is not None:
+        r = r[r["config"].isin([config] if isinstance(config, str) else config)]
+    if dataset is not None:
+        r = r[r["dataset"] == dataset]
+    if r.empty:
+        raise KeyError(f"no rows for {epochs} epochs, {config}, {dataset}")
+    return r
+
+
+LONG_WIDE = ["A-VI k=16", "A-VI k=64", "A-VI k=256"]
+
+
+def _d(t, epochs, config, dataset, schedule="constant"):
+    return float(_at(t, epochs, config, dataset, schedule)["d_train"].iloc[0])
+
+
+def _e(t, epochs, config, dataset, column="elbo_test", schedule="constant"):
+    return float(_at(t, epochs, config, dataset, schedule)[column].iloc[0])
+LONG_FINDINGS = [
+    Claim("At five times the budget F-VI still ends ahead of every A-VI width that trained, on both datasets: "
+          "every verdict is \"behind\", its 95% interval above 0, over 5 live seeds.",
+          lambda t: _all(_both(_at(t, 4000, LONG_WIDE))["verdict"] == "behind")),
+    Claim("Five times the budget closes between a third and two thirds of A-VI's distance to F-VI (train ELBO, "
+          "paired by seed), at every width that trained and on both datasets, but closes none of it entirely.",
+          lambda t: all(1 / 3 <= _d(t, 4000, c, ds) / _d(t, 800, c, ds) <= 2 / 3
+                        and float(_at(t, 4000, c, ds)["d_train_lo"].iloc[0]) > 0
+                        for ds in DATASETS for c in set(_at(t, 4000, LONG_WIDE, ds)["config"]))),
+    Claim("At 4,000 epochs F-VI's loss is nearly flat (it falls less than 2 nats per image per 100 epochs), yet "
+          "it is not at its optimum: a frozen-decoder refit of its q(z_n) still gains 15 to 25 nats per image, as "
+          "much as at 800 epochs, and the warm start from A-VI ends as far above it (interval above 0). With "
+          "one-draw gradients, F-VI's table at a constant lr 0.1 hovers about its optimum instead of reaching "
+          "it.",
+          lambda t: _all(_both(_at(t, 4000, "F-VI"))["audit_fvi_still_falling"] < 2)
+          and _all(_at(t, 4000, "F-VI")["audit_refine_gain"].between(15, 25))
+          and _all(_at(t, 800, "F-VI")["audit_refine_gain"].between(15, 25))
+          and _all(_at(t, 4000, "F-VI")["audit_shortfall_lo"] > 0)),
+    Claim("On test images, more training helps F-VI on both datasets, but on MNIST it hurts every A-VI width: "
+          "from 800 to 4,000 epochs their test ELBO falls by more than 150 nats per image while their train ELBO "
+          "rises; encoders fitted to 1,000 images of MNIST overfit them. On Fashion-MNIST the encoders' test ELBO "
+          "rises too.",
+          lambda t: all(_e(t, 4000, "F-VI", ds) > _e(t, 800, "F-VI", ds) for ds in DATASETS)
+          and all(_e(t, 800, c, "mnist") - _e(t, 4000, c, "mnist") > 150
+                  and _e(t, 4000, c, "mnist", "elbo_train") > _e(t, 800, c, "mnist", "elbo_train")
+                  for c in set(_at(t, 4000, LONG_WIDE, "mnist")["config"]))
+          and all(_e(t, 4000, c, "fashion_mnist") > _e(t, 800, c, "fashion_mnist")
+                  for c in set(_at(t, 4000, LONG_WIDE, "fashion_mnist")["config"]))),
+    Claim("With every rate decayed to 0 along a cosine, F-VI's q(z_n) does reach the optimum for its decoder "
+          "(the frozen-decoder refit gains less than 1 nat per image), and F-VI still ends ahead of every A-VI "
+          "width that trained, on both datasets (every verdict \"behind\").",
+          lambda t: _all(_both(_at(t, 4000, "F-VI", schedule="cosine"))["audit_refine_gain"].abs() < 1)
+          and _all(_both(_at(t, 4000, LONG_WIDE, schedule="cosine"))["verdict"] == "behind")),
+    Claim("Yet even then the sweep's F-VI is not at its family's best: warm-started from A-VI and given 4,000 "
+          "more epochs, F-VI ends 25 to 60 nats per image above it on both datasets (interval above 0). What is "
+          "left lies in the decoder and in where F-VI's q(z_n) started, not in its q given its decoder; whether "
+          "more epochs from the prior would close it, these runs do not say.",
+          lambda t: _all(_both(_at(t, 4000, "F-VI", schedule="cosine"))["audit_shortfall"].between(25, 60))
+          and _all(_at(t, 4000, "F-VI", schedule="cosine")["audit_shortfall_lo"] > 0)),
 ]

@@ -27,7 +27,8 @@ from .claims import Claim
 from .compare import GROUP, baselines, convergence, match_summary
 
 #: The learning-rate settings of the study: (folder name, lr, local_lr or None). The
-#: ``lr_0_01`` setting is the quick profile's own (lr 0.01 everywhere); the folders live in
+#: ``lr_0_01`` setting holds the quick profile's sigma 0.1 units as published before F-VI's
+#: table got its own rate (lr 0.01 everywhere, 3 seeds, torch's default threads); the folders live in
 #: ``results/published/lr_study/`` (names without dots: they are package data too).
 LR_SETTINGS = [("lr_0_001", 1e-3, None), ("lr_0_003", 3e-3, None), ("lr_0_01", 1e-2, None),
                ("lr_0_01_local_0_1", 1e-2, 0.1)]
@@ -89,7 +90,7 @@ def lr_table(results: list[dict], speed_col: str = "epochs_to_abs") -> pd.DataFr
 
 def load_lr_study(root: Path, base: Path | None = None) -> list[dict]:
     """The loaded results folders of the study under ``root`` (one per ``LR_SETTINGS`` name that
-    exists there), with ``base`` for the ``lr_0_01`` setting when given (the quick profile's)."""
+    exists there), with ``base`` for the ``lr_0_01`` setting when given."""
     from ..results import ResultsError, load_results
     root = Path(root)
     folders = [base if (name == "lr_0_01" and base is not None) else root / name for name, _, _ in LR_SETTINGS]
@@ -187,8 +188,8 @@ LR_FINDINGS = [
                   for ds in DATASETS)
           and all(5 < _one(t, "still_falling", dataset=ds, lr=1e-2, local_lr=0.1, config="F-VI") < 20
                   for ds in DATASETS)),
-    Claim("The two lr 0.01 settings come from separate runs: the quick profile's published one (torch's default "
-          "thread count) and the study's (one thread). A-VI and constant-VI, which F-VI's table rate does not "
+    Claim("The two lr 0.01 settings come from separate runs: the quick profile's earlier runs, with F-VI's "
+          "table at lr 0.01 too (torch's default thread count), and the study's (one thread). A-VI and constant-VI, which F-VI's table rate does not "
           "touch (in one run they are bit for bit the same with either rate), end within 5 nats per image of "
           "themselves between the two, within 2 nats from width 16 on: a thread count changes the last digits "
           "of float sums and 800 epochs amplify them. Differences of that size are run-to-run noise here, far "

@@ -70,14 +70,26 @@ def _row(t: pd.DataFrame, optimiser: str, setting: str) -> pd.Series:
     return r.iloc[0]
 
 
+def _all_settings(t, optimiser, test) -> bool:
+    return all(test(_row(t, optimiser, s)) for s in ("Gaussian σ=0.3", "Bernoulli"))
+
+
 #: What the control says; checked against ``stability_table`` of the published control.
 STABILITY_FINDINGS = [
-    Claim("At lr 0.01 the widest encoder fails on Fashion-MNIST in most seeds: at Gaussian σ = 0.3 and with "
-          "the Bernoulli likelihood, at least 3 of its 5 seeds diverge or blow up, the first within 100 epochs.",
-          lambda t: all(_row(t, "lr 0.01, no warm-up", s)["live"] <= 2 and _row(t, "lr 0.01, no warm-up", s)["first_failure_epoch"] <= 100
-                        for s in ("Gaussian σ=0.3", "Bernoulli"))),
+    Claim("Without a warm-up, at lr 0.01, the widest encoder fails on Fashion-MNIST in every seed, at Gaussian "
+          "σ = 0.3 and with the Bernoulli likelihood alike, the first failure within 100 epochs.",
+          lambda t: _all_settings(t, "lr 0.01, no warm-up", lambda r: r["live"] == 0 and r["first_failure_epoch"] <= 100)),
     Claim("The learning rate is the cause: at lr 0.003 the same models, from the same initialisations, train "
           "without a failure in every seed of both settings.",
-          lambda t: all(_row(t, "lr 0.003, no warm-up", s)["live"] == _row(t, "lr 0.003, no warm-up", s)["of"] == 5
-                        for s in ("Gaussian σ=0.3", "Bernoulli"))),
+          lambda t: _all_settings(t, "lr 0.003, no warm-up", lambda r: r["live"] == r["of"] == 5)),
+    Claim("A 50-epoch warm-up to lr 0.01 (the quick profile's setting) keeps every seed of both settings alive, "
+          "and ends more than 50 nats per image better than lr 0.003 does in the same 800 epochs.",
+          lambda t: _all_settings(t, "lr 0.01, 50-epoch warm-up", lambda r: r["live"] == r["of"] == 5)
+          and all(_row(t, "lr 0.01, 50-epoch warm-up", s)["neg_elbo"] < _row(t, "lr 0.003, no warm-up", s)["neg_elbo"] - 50
+                  for s in ("Gaussian σ=0.3", "Bernoulli"))),
+    Claim("The warm-up postpones the failures; it does not remove their cause. Warmed up over 200 epochs, 2 or 3 of "
+          "the 5 seeds fail again in both settings, each time within 40 epochs of reaching lr 0.01: lr 0.01 stays at "
+          "the edge of stability for this encoder, and the 50-epoch warm-up keeps it on the right side in these runs.",
+          lambda t: _all_settings(t, "lr 0.01, 200-epoch warm-up",
+                                  lambda r: 2 <= r["of"] - r["live"] <= 3 and 200 < r["first_failure_epoch"] <= 240)),
 ]

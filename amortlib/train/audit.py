@@ -281,8 +281,9 @@ def fvi_audit(result, *, x_train=None, n_images: int = 200, n_draws: int = 100,
       the sweep's optimiser. Common random numbers within a seed.
     - ``warm_vs_source`` = elbo_warm - elbo_source: for a fixed decoder F-VI's family holds
       every A-VI solution, so this should not be negative beyond its standard error.
-    - ``shortfall`` = elbo_warm - elbo_fvi: how far the F-VI run is from what its family reaches
-      from a better start; about 0 for a run at its optimum (positive: short of it).
+    - ``shortfall`` = elbo_warm - elbo_fvi: how far the F-VI run ends below a point its own
+      family reaches (from a better start, after the source's own epochs): positive means the
+      run is not at its family's best; an existence proof, not the distance to the optimum.
     - ``refine_gain``: what ``refinement_gain`` still finds for F-VI's q(z_n) with its decoder
       frozen (~0 at an optimum in q).
     - ``fvi_still_falling`` / ``warm_still_falling``: the drop of the one-draw loss per 100
