@@ -228,3 +228,23 @@ def test_gap_table_has_the_documented_columns(trained):
     assert len(s) == 6 and (s.seeds == 1).all()
     with pytest.raises(ValueError, match="n_images"):
         gap_table(result, n_images=10_000, x_train=x)
+
+
+def test_a_dead_model_is_not_fitted_and_the_others_are_unchanged(trained):
+    """A model whose training diverged or blew up gets a row with no gap (NaN, fit_steps 0);
+    its NaN local ELBO would never meet the stopping rule and held the batch at max_steps.
+    The live models' rows are exactly those of the table without the flag."""
+    import dataclasses
+
+    import numpy as np
+    result, x, _ = trained
+    opts = dict(n_images=20, x_train=x, n_eval=8, lr=0.05, max_steps=400, splits=("train",))
+    live = gap_table(result, **opts)
+    runs = result.runs.copy()
+    runs["blew_up"] = runs["config"].eq("A-VI k=32")
+    dead = gap_table(dataclasses.replace(result, runs=runs), **opts)
+    row = dead[dead.config == "A-VI k=32"].iloc[0]
+    assert np.isnan(row.gap_mean) and np.isnan(row.elbo_fvi) and row.fit_steps == 0 and not row.converged
+    others = dead.config != "A-VI k=32"
+    assert dead[others].equals(live[others])
+    assert (live.loc[live.config == "A-VI k=32", "fit_steps"] > 0).all()

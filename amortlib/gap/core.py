@@ -176,7 +176,7 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
           model_seeds=None, lr: float = 1e-2, n_mc: int = 1, tol: float = 0.01,
           check_every: int = 25, decays: int = 2, decay_factor: float = 0.3, min_steps: int = 0,
           max_steps: int = 3000, checkpoints=(), n_check: int = 8, theta: str = "sample",
-          seed: int = 0) -> LocalFit:
+          seed: int = 0, skip=()) -> LocalFit:
     """F-VI on q(z_n) of the images x [n, D] (prepared) under the frozen q(theta) of the
     decoder's models ``index``, from ``init`` (mu, log_sigma [M, n, d]; default the prior).
 
@@ -189,7 +189,10 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
     ``decays`` + 1-th such plateau the model stops (its q is frozen from then on). A model that
     is fitted beside others gets exactly the numbers it gets alone. ``min_steps`` forces that
     many steps before any plateau counts. ``checkpoints``: steps K after which q is kept (the
-    semi-amortized refinement of Kim et al. 2018: K steps from the encoder's output)."""
+    semi-amortized refinement of Kim et al. 2018: K steps from the encoder's output).
+    ``skip``: positions in ``index`` left out of the fit (learning rate 0 from the first step;
+    steps 0, not converged), e.g. models whose training diverged or blew up: their local ELBO
+    is NaN or huge, never meets the stopping rule, and would keep the batch at ``max_steps``."""
     theta = _check_theta(theta)
     index = list(index)
     M, n, d = len(index), x.shape[0], decoder.shapes[0][0]
@@ -224,6 +227,12 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
     history = [(0, lrs.tolist(), last.tolist())]
     plateaus = [0] * M
     stopped = [None] * M
+    skip = sorted(set(int(i) for i in skip))
+    for i in skip:
+        if not 0 <= i < M:
+            raise ValueError(f"skip={skip!r} is invalid: expected positions 0..{M - 1} of index")
+        lrs[i] = 0.0
+    skipped = set(skip)
     need = max(checkpoints, default=0)
     step = 0
     for step in range(1, max_steps + 1):
@@ -245,7 +254,7 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
         history.append((step, lrs.tolist(), now.tolist()))
         if step >= min_steps:
             for i in range(M):
-                if stopped[i] is None and float(now[i] - last[i]) < tol:
+                if stopped[i] is None and i not in skipped and float(now[i] - last[i]) < tol:
                     plateaus[i] += 1
                     if plateaus[i] > decays:
                         stopped[i] = step
@@ -253,10 +262,10 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
                     else:
                         lrs[i] *= decay_factor
         last = now
-        if all(s is not None for s in stopped) and step >= need:
+        if all(s is not None or i in skipped for i, s in enumerate(stopped)) and step >= need:
             break
     seconds = time.perf_counter() - t0
-    steps = [s if s is not None else step for s in stopped]
+    steps = [0 if i in skipped else s if s is not None else step for i, s in enumerate(stopped)]
     return LocalFit(q_now(), snapshots, steps, [s is not None for s in stopped], history, seconds)
 
 

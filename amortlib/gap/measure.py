@@ -144,6 +144,7 @@ class GapMeasurement:
     elbo_star: torch.Tensor = field(repr=False)
     refined: dict = field(repr=False)
     settings: dict
+    skipped: tuple = ()         # positions in ``index`` whose training diverged or blew up: not fitted
 
     @property
     def specs(self) -> list:
@@ -178,7 +179,14 @@ class GapMeasurement:
         e_enc, _ = mean_se(self.elbo_enc)
         e_star, _ = mean_se(self.elbo_star)
         rows = []
+        nan = float("nan")
         for i, spec in enumerate(self.specs):
+            if i in self.skipped:       # a dead model's row: no measurement
+                rows.append(dict(**_keys(self.result, spec), split=self.split, gap_mean=nan, gap_se=nan,
+                                 gap_lo=nan, gap_hi=nan, n=int(g.shape[2]), gap_sd=nan, mc_se=nan,
+                                 elbo_amortized=nan, elbo_fvi=nan, fit_steps=0, converged=False,
+                                 theta=self.settings["theta"], n_eval=int(g.shape[1])))
+                continue
             rows.append(dict(**_keys(self.result, spec), split=self.split,
                              gap_mean=float(est[i]), gap_se=float(se[i]), gap_lo=float(lo[i]),
                              gap_hi=float(hi[i]), n=int(g.shape[2]),
@@ -237,16 +245,30 @@ def measure_gap(result, split: str = "test", n_images: int = 200, *, x_train=Non
     refine_steps = tuple(sorted(set(int(k) for k in refine_steps)))
     q_enc = encoder_q(model, x, index)
     dec, lik = model.decoder, model.likelihood
+    skip = dead_positions(result, index)
     fit = fit_q(dec, lik, x, index, q_enc, model_seeds=model_seeds, lr=lr, n_mc=n_mc, tol=tol,
                 check_every=check_every, decays=decays, min_steps=max(refine_steps, default=0),
-                max_steps=max_steps, checkpoints=refine_steps, theta=theta, seed=seed)
+                max_steps=max_steps, checkpoints=refine_steps, theta=theta, seed=seed, skip=skip)
     M, n, d = q_enc.mu.shape
     eps_z, eps_t = eval_noise(model_seeds, n_eval, n, d, dec.n_params, theta, seed, x.device)
     ev = lambda q: elbo_samples(dec, lik, x, q, index, eps_z, eps_t)
     settings = dict(theta=theta, n_eval=n_eval, lr=lr, n_mc=n_mc, tol=tol, check_every=check_every,
                     decays=decays, max_steps=max_steps, seed=seed, n_images=n)
     return GapMeasurement(result, index, split, x, q_enc, fit, ev(q_enc), ev(fit.q),
-                          {K: ev(q) for K, q in fit.snapshots.items()}, settings)
+                          {K: ev(q) for K, q in fit.snapshots.items()}, settings, tuple(skip))
+
+
+def dead_positions(result, index) -> list[int]:
+    """Positions in ``index`` of the models whose training diverged or blew up (``result.runs``)."""
+    runs = getattr(result, "runs", None)
+    if runs is None or runs.empty:
+        return []
+    flags = [f for f in ("diverged", "blew_up") if f in runs]
+    if not flags:
+        return []
+    dead = set(map(tuple, runs.loc[runs[flags].any(axis=1), ["config", "seed"]].itertuples(index=False)))
+    specs = result.model.specs
+    return [j for j, i in enumerate(index) if (specs[i].label, specs[i].seed) in dead]
 
 
 def gap_table(result, n_images: int = 200, splits=SPLITS, *, x_train=None, n_eval: int = 32,
