@@ -189,13 +189,30 @@ def assets(force: bool = False, log=print) -> Path:
     return STATIC_VENDOR
 
 
-def build(extra_args: list[str] | None = None, log=print) -> int:
+def build(extra_args: list[str] | None = None, log=print, stored_outputs: bool = False) -> int:
     """assets(), then ``jupyter-book build`` of the repository into _build/html, with every
-    warning an error (``-W -n --keep-going``: all warnings are reported, then it fails)."""
+    warning an error (``-W -n --keep-going``: all warnings are reported, then it fails).
+
+    By default the chapters are executed (through jupyter-cache), so the book shows this
+    machine's numbers and the results in ``$AMORTLIB_RESULTS``. ``stored_outputs``: render the
+    outputs stored in the ``.ipynb`` files instead, executing nothing (a config with
+    ``execute_notebooks: off`` beside ``_config.yml``); a build in a minute or two, used by the
+    tests, whose nbval run checks that those outputs are what the code produces."""
     assets(log=log)
     jb = Path(sys.executable).with_name("jupyter-book")
+    config = []
+    if stored_outputs:
+        import yaml
+
+        conf = yaml.safe_load((ROOT / "_config.yml").read_text())
+        conf.setdefault("execute", {})["execute_notebooks"] = "off"
+        path = ROOT / "_build" / "_config.stored-outputs.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# written by python -m amortlib.book build --stored-outputs\n"
+                        + yaml.safe_dump(conf, sort_keys=False))
+        config = ["--config", str(path)]
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT),
-           "--builder", "html", "-W", "-n", "--keep-going", *(extra_args or [])]
+           "--builder", "html", "-W", "-n", "--keep-going", *config, *(extra_args or [])]
     if checkout() is None:
         log(f"building the installed book in {ROOT}")
     log("$ " + " ".join(cmd))
@@ -253,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p_assets.add_argument("--force", action="store_true", help="copy again even if up to date")
     p_build = sub.add_parser("build", help="assets, then build the book into _build/html")
     p_build.add_argument("--all", action="store_true", help="re-build every page")
+    p_build.add_argument("--stored-outputs", action="store_true",
+                         help="render the notebooks' stored outputs, executing nothing (fast; "
+                              "default: execute the chapters, on this machine's results)")
     args = parser.parse_args(argv)
     try:
         prepare_book_copy(ROOT)   # an installed amortlib builds a copy of the book it ships
@@ -263,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "assets":
             assets(force=args.force)
             return 0
-        return build(["--all"] if args.all else [])
+        return build(["--all"] if args.all else [], stored_outputs=args.stored_outputs)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as err:
         print(f"python -m amortlib.book {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
 """The book builds with warnings as errors, and its pages render offline in a real browser.
 
-The build (``python -m amortlib.book build`` into ``_build/html``) runs once per pytest session
-(the ``built_book`` fixture); jupyter-cache and Sphinx's own incremental build keep a rebuild
-of an unchanged book to seconds. The browser tests open pages in headless Chromium (Debian's
+The build (``python -m amortlib.book build --stored-outputs`` into ``_build/html``) runs once
+per pytest session (the ``built_book`` fixture). It renders the outputs stored in the chapters'
+``.ipynb`` files instead of executing the chapters a second time: nbval (``make test``'s second
+step) executes every chapter and checks those outputs against what the code produces, and
+tests/test_colab.py executes each one again with papermill. (Executing them here as well cost
+4 to 8 minutes of CI; ``make`` still builds the book by executing them.) The browser tests open pages in headless Chromium (Debian's
 ``chromium`` package, driven by the ``playwright`` Python package; no browser download), over
 a localhost HTTP server, and fail on any request that leaves the machine.
 
@@ -62,7 +65,7 @@ BENIGN_ERRORS = (re.compile(r"Identifier 'THEBE_\w+' has already been declared")
 @pytest.fixture(scope="session")
 def built_book():
     """Build the book once per pytest session; every test here reuses that build."""
-    proc = subprocess.run([sys.executable, "-m", "amortlib.book", "build"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "amortlib.book", "build", "--stored-outputs"], cwd=ROOT,
                           capture_output=True, text=True, timeout=3600)
     log = proc.stdout + proc.stderr
     return proc.returncode, log
