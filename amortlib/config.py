@@ -19,7 +19,7 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 LR_DECAYS = ("none", "cosine")
 
-#: Named profiles. ``quick`` runs both datasets (8 units) on a 2-core CPU in about 25 minutes; ``paper`` is the
+#: Named profiles. ``quick`` runs both datasets (8 units) on an idle 2-core CPU in about an hour; ``paper`` is the
 #: scale of the Bayesian-VAE experiment of Margossian & Blei (2023) and of jordandeklerk/Amortized-Bayes
 #: (10,000 images, d = 64, decoder width 256, widths 1/64/128/256, 5,000 epochs), meant for a GPU (cost
 #: per unit: benchmarks/README.md). Both those codes weight the squared error by 1 (sigma^2 = 1/2);
