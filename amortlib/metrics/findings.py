@@ -57,6 +57,12 @@ def _both(rows):
     return rows
 
 
+def _live(rows):
+    """The configurations of ``rows`` with at least one live seed (a row whose every seed diverged
+    or blew up has no numbers to speak of)."""
+    return rows[rows["seeds"] > 0]
+
+
 def _all(series) -> bool:
     return bool(series.notna().all() and series.astype(bool).all())
 
@@ -69,11 +75,12 @@ def _verdicts(rows) -> set:
 
 
 FINDINGS = [
-    Claim("At Gaussian σ = 1 on MNIST the latent variable is hardly used: every configuration ends with a "
-          "training MSE within 10% of the mean-image MSE, and every one, constant-VI included, ends within 1 nat "
-          "per image of F-VI's train ELBO. A-VI \"matches\" F-VI there because no family needs to infer anything.",
-          lambda t: _all(_rows(t, "Gaussian σ=1", dataset="mnist")["mse_train_rel"].between(0.9, 1.1))
-          and _all(_rows(t, "Gaussian σ=1", dataset="mnist")["d_train"].abs() < 1)),
+    Claim("At Gaussian σ = 1 on MNIST the latent variable is hardly used: every configuration that trained ends "
+          "with a training MSE within 10% of the mean-image MSE, and every one, constant-VI included, ends within "
+          "1 nat per image of F-VI's train ELBO. A-VI \"matches\" F-VI there because no family needs to infer "
+          "anything.",
+          lambda t: _all(_live(_rows(t, "Gaussian σ=1", dataset="mnist"))["mse_train_rel"].between(0.9, 1.1))
+          and _all(_live(_rows(t, "Gaussian σ=1", dataset="mnist"))["d_train"].abs() < 1)),
     Claim("There F-VI even ends a fraction of a nat behind constant-VI (interval below 0): its per-image table, "
           "at lr 0.1 with one-draw gradients, jitters about an optimum that is no better than the mean image. "
           "That lead of constant-VI is an optimisation artifact too: F-VI warm-started from A-VI ends above the "
@@ -98,14 +105,19 @@ FINDINGS = [
           and _all(_rows(t, "Gaussian σ=0.1", ["F-VI"] + WIDE)["active_units"] >= 15.5)),
     Claim("At σ = 0.1, with F-VI's per-image table at its own rate, F-VI ends ahead of every A-VI width on both "
           "datasets: every A-VI verdict is \"behind\", the 95% interval of the paired train-ELBO difference above "
-          "0 over 5 live seeds. The gap narrows as the encoder widens, and the widest encoder comes closest "
-          "(k = 256: 30 nats per image on MNIST, 52 on Fashion-MNIST), far from matching.",
+          "0 over 5 live seeds. The gap narrows as the encoder widens from k = 1 to k = 64; beyond that, k = 256 "
+          "comes no closer than k = 64 within the intervals. The two widest encoders end 25 to 45 nats per image "
+          "behind on MNIST and 45 to 60 on Fashion-MNIST, far from matching.",
           lambda t: _verdicts(_both(_rows(t, "Gaussian σ=0.1", AVI))) == {"behind"}
-          and all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], ds)["d_train"].iloc[0]
-                  < _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["d_train"].iloc[0]
+          and all(_rows(t, "Gaussian σ=0.1", ["A-VI k=64"], ds)["d_train"].iloc[0]
                   < _rows(t, "Gaussian σ=0.1", ["A-VI k=16"], ds)["d_train"].iloc[0]
                   < _rows(t, "Gaussian σ=0.1", ["A-VI k=1"], ds)["d_train"].iloc[0] for ds in DATASETS)
-          and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"]).eval("d_train_lo > 20 and d_train < 60"))),
+          and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "mnist")["d_train_lo"]
+                   < _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], "mnist")["d_train_hi"].iloc[0])
+          and _all(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"], "fashion_mnist")["d_train_lo"]
+                   < _rows(t, "Gaussian σ=0.1", ["A-VI k=64"], "fashion_mnist")["d_train_hi"].iloc[0])
+          and _all(_rows(t, "Gaussian σ=0.1", WIDE[1:], "mnist")["d_train"].between(25, 45))
+          and _all(_rows(t, "Gaussian σ=0.1", WIDE[1:], "fashion_mnist")["d_train"].between(45, 60))),
     Claim("Neither family is at its optimum after 800 epochs, F-VI included: in every setting F-VI warm-started "
           "from that seed's best A-VI model ends above the F-VI run of the sweep (the interval of the difference "
           "above 0; 62 nats per image on MNIST at σ = 0.1, 75 on Fashion-MNIST) and above its A-VI source in "
@@ -134,14 +146,15 @@ FINDINGS = [
           "reaches the tolerance that needs the latent (train MSE below 90% of the mean-image MSE) 1.2 to 3.5 "
           "times sooner in epochs than F-VI, on both datasets (mean over seeds).",
           lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", WIDE))["speedup_rel"].between(1.2, 3.5))),
-    Claim("With the 50-epoch warm-up the widest encoder (k = 256) trains in every seed at σ = 0.1, σ = 0.3 and "
-          "with the Bernoulli likelihood, on both datasets; at σ = 1, where the latent is hardly used, it still "
-          "fails late in training (diverges or blows up) in at least 3 of its 5 seeds on both datasets, the "
-          "widest encoder at lr 0.01 staying at the edge of stability (chapter's stability control). Such runs are "
-          "listed with their epoch and left out of every mean and verdict.",
+    Claim("With the 50-epoch warm-up the widest encoder (k = 256) trains in every seed at σ = 0.1 and with the "
+          "Bernoulli likelihood, and in at least 4 of its 5 seeds at σ = 0.3, on both datasets; at σ = 1, where the "
+          "latent is hardly used, it still fails late in training (diverges or blows up) in at least 3 of its 5 "
+          "seeds on both datasets. The widest encoder at lr 0.01 stays at the edge of stability (chapter's "
+          "stability control), where rounding alone can decide whether a seed fails: which seeds fail may differ "
+          "on your machine. Such runs are listed with their epoch and left out of every mean and verdict.",
           lambda t: _all(_both(_rows(t, "Gaussian σ=0.1", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
-          and _all(_both(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
           and _all(_both(_rows(t, "Bernoulli", ["A-VI k=256"])).eval("diverged + blew_up") == 0)
+          and _all(_both(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"]))["seeds"] >= 4)
           and _all(_both(_rows(t, "Gaussian σ=1", ["A-VI k=256"]))["seeds"] <= 2)),
 ]
 
@@ -231,4 +244,45 @@ LONG_FINDINGS = [
           "more epochs from the prior would close it, these runs do not say.",
           lambda t: _all(_both(_at(t, 4000, "F-VI", schedule="cosine"))["audit_shortfall"].between(25, 60))
           and _all(_at(t, 4000, "F-VI", schedule="cosine")["audit_shortfall_lo"] > 0)),
+]
+
+
+# ---------------------------------------------------------------- the same profile, rerun elsewhere
+def rerun_comparison(published: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
+    """Two ``evidence_table``s of the same profile side by side, one row per A-VI or constant-VI
+    configuration: live ``seeds``, ``d_train`` (F-VI minus the configuration, nats per image) and
+    ``verdict`` of each run, the ``shift`` of d_train (rerun minus published) and the published
+    95% interval's ``half_width``; ``same_verdict`` is NaN where either run has no verdict."""
+    keys = GROUP + ["setting", "config"]
+    cols = ["seeds", "d_train", "d_train_lo", "d_train_hi", "final_verdict"]
+    m = published[keys + cols].merge(rerun[keys + cols], on=keys, suffixes=("", "_rerun"))
+    m = m[m["config"] != "F-VI"].rename(columns={"final_verdict": "verdict",
+                                                 "final_verdict_rerun": "verdict_rerun"})
+    m["shift"] = m["d_train_rerun"] - m["d_train"]
+    m["half_width"] = (m["d_train_hi"] - m["d_train_lo"]) / 2
+    given = m["verdict"].isin(["behind", "level", "ahead"]) & m["verdict_rerun"].isin(["behind", "level", "ahead"])
+    m["same_verdict"] = (m["verdict"] == m["verdict_rerun"]).where(given)
+    return m.drop(columns=["d_train_lo_rerun", "d_train_hi_rerun"]).reset_index(drop=True)
+
+
+def _changed(t):
+    return t[t["same_verdict"] == False]  # noqa: E712  (NaN: no verdict on one side)
+
+
+RERUN_FINDINGS = [
+    Claim("Every difference to F-VI moves by less than the half-width of its published 95% interval: the "
+          "intervals describe the seed-to-seed spread, and the rerun stays inside it.",
+          lambda t: _all((t["shift"].abs() < t["half_width"])[t["shift"].notna()])),
+    Claim("All but one of the 37 verdicts that both runs give agree. The one that differs, Fashion-MNIST at σ = 1 "
+          "with k = 64 (level on the published run, behind on the rerun), had a published interval that ends "
+          "less than 0.1 nats below 0: a verdict that close to the line can go either way.",
+          lambda t: t["same_verdict"].notna().sum() == 37 and len(_changed(t)) == 1
+          and _changed(t)[["dataset", "setting", "config"]].values.tolist()
+          == [["fashion_mnist", "Gaussian σ=1", "A-VI k=64"]]
+          and _all(_changed(t)["d_train_lo"].between(-0.1, 0))),
+    Claim("The widest encoder is where the runs part: at σ = 0.3 on Fashion-MNIST one of its seeds fails on the "
+          "rerun (4 live seeds, so no verdict), and at σ = 1 on MNIST the 2 seeds that lived on the published run "
+          "fail too.",
+          lambda t: _all(_rows(t, "Gaussian σ=0.3", ["A-VI k=256"], "fashion_mnist").eval("seeds == 5 and seeds_rerun == 4"))
+          and _all(_rows(t, "Gaussian σ=1", ["A-VI k=256"], "mnist").eval("seeds == 2 and seeds_rerun == 0"))),
 ]
