@@ -47,7 +47,8 @@ from amortlib import SweepConfig, data  # noqa: E402
 from amortlib.model.decoder import SLOPE, decoder_shapes, linear_init  # noqa: E402
 from amortlib.model.families import encoder_generator  # noqa: E402
 from amortlib.train.fit_local import posterior_mean_recon  # noqa: E402
-from amortlib.train.stack import NoiseSource, StackedVAE  # noqa: E402
+from amortlib.objective import NoiseSource  # noqa: E402
+from amortlib.train.stack import StackedVAE  # noqa: E402
 from amortlib.train.sweep import train_step  # noqa: E402
 
 VARIANTS = ("naive", "engine-M1", "sweep-fp32", "sweep-bf16")

@@ -27,7 +27,8 @@ import torch
 
 from amortlib import SweepConfig, data
 from amortlib.gap import final_evaluation
-from amortlib.train import (NoiseSource, StackedVAE, SweepResult, local_gradient, refinement_gain,
+from amortlib.objective import NoiseSource
+from amortlib.train import (StackedVAE, SweepResult, local_gradient, refinement_gain,
                             run_sweep, train_step, warm_start_fvi)
 
 CANDIDATES = [("lr 0.01", None, 0), ("local_lr 0.03", 0.03, 0), ("local_lr 0.1", 0.1, 0),

@@ -20,7 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from amortlib import SweepConfig, data  # noqa: E402
-from amortlib.train.stack import NoiseSource, StackedVAE  # noqa: E402
+from amortlib.objective import NoiseSource  # noqa: E402
+from amortlib.train.stack import StackedVAE  # noqa: E402
 from amortlib.train.sweep import train_step  # noqa: E402
 
 

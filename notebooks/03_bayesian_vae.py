@@ -105,8 +105,8 @@ import pandas as pd
 import torch
 
 from amortlib import SweepConfig, data
-from amortlib.objective import elbo_terms
-from amortlib.train import NoiseSource, StackedVAE
+from amortlib.objective import NoiseSource, elbo_terms
+from amortlib.train import StackedVAE
 
 cfg = SweepConfig(n_obs=200, z_dim=8, like_dim=32, widths=(4, 64), seeds=(0,), sigma=0.3)
 x = data.load("mnist", "train", n=cfg.n_obs)

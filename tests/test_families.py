@@ -3,7 +3,8 @@ import torch
 
 from amortlib import SweepConfig
 from amortlib.model import Amortized, Constant, Factorized
-from amortlib.train import StackedVAE, NoiseSource
+from amortlib.objective import NoiseSource
+from amortlib.train import StackedVAE
 from amortlib.objective import neg_elbo
 
 

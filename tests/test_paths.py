@@ -173,7 +173,7 @@ def test_gpu_path_equals_cpu_path_in_float64(likelihood, sigma, batch):
 def test_training_steps_agree_on_both_paths_in_float64(likelihood, sigma):
     """A few optimiser steps (dense Adam and the F-VI table's RowAdam / SparseAdam), full batch
     then mini-batch: the same parameters on both paths."""
-    from amortlib.train import NoiseSource
+    from amortlib.objective import NoiseSource
     cfg = _cfg(likelihood, sigma)
     x = _data(likelihood)
     out = {}

@@ -8,7 +8,8 @@ import torch
 
 from amortlib import SweepConfig, data
 from amortlib.objective import neg_elbo
-from amortlib.train import NoiseSource, run_sweep
+from amortlib.objective import NoiseSource
+from amortlib.train import run_sweep
 
 SEEDS = (0, 1, 2, 3, 4)
 COLS = ["neg_elbo", "mse_train", "mse_test"]

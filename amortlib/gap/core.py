@@ -32,12 +32,11 @@ import time
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from ..model import DiagGaussian, decode
-from ..model.decoder import SLOPE
-from ..model.gaussian import LOG_2PI, kl_std_normal
-from ..objective import elbo_terms
+from ..model.decoder import decode_hidden
+from ..model.gaussian import kl_std_normal
+from ..objective import NoiseSource, elbo_terms
 
 #: Columns of ``gap_table`` (one row per trained model and split), in this order; further
 #: columns follow (see ``gap_table``).
@@ -87,22 +86,11 @@ def _check_theta(theta: str) -> str:
     return theta
 
 
-class _Noise:
-    """Standard-normal noise with one generator per model, seeded from (seed, the model's own
-    seed): models that share a seed get the same noise (common random numbers across widths),
-    and a model gets the same noise whatever else is measured beside it."""
-
-    def __init__(self, model_seeds, seed: int, stream: int, device):
-        self.gens = []
-        for s in model_seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(1_000_003 * int(seed) + 10_007 * int(s) + 101 * int(stream) + 7)
-            self.gens.append(g)
-        self.device = device
-
-    def normal(self, *shape) -> torch.Tensor:
-        """[M, *shape], the M-th block from the M-th generator."""
-        return torch.stack([torch.randn(*shape, generator=g, device=self.device) for g in self.gens])
+def _noise(model_seeds, seed: int, stream: int, device) -> NoiseSource:
+    """The gap code's noise: one generator per model, seeded from (``seed``, the model's own
+    seed, ``stream``), so models that share a seed get the same noise (common random numbers
+    across widths) and a model gets the same noise whatever else is measured beside it."""
+    return NoiseSource(model_seeds, device, offset=1_000_003 * int(seed) + 101 * int(stream) - 10)
 
 
 def _theta(decoder, index, eps_theta: torch.Tensor | None) -> torch.Tensor:
@@ -111,13 +99,6 @@ def _theta(decoder, index, eps_theta: torch.Tensor | None) -> torch.Tensor:
     if eps_theta is None:
         return m[:, None]
     return m[:, None] + decoder.log_s.detach()[index].exp()[:, None] * eps_theta
-
-
-def _hidden(layers, z):
-    """The decoder's last hidden layer for stacked models: z [M, B, d] -> [M, B, H]."""
-    w1, b1, w2, b2 = layers[:4]
-    h = F.leaky_relu(torch.baddbmm(b1.unsqueeze(1), z, w1), SLOPE)
-    return F.leaky_relu(torch.baddbmm(b2.unsqueeze(1), h, w2), SLOPE)
 
 
 def _index(index, device) -> torch.Tensor:
@@ -157,7 +138,7 @@ def eval_noise(model_seeds, n_samples: int, n: int, d: int, P: int, theta: str, 
                device, stream: int = 1):
     """Evaluation noise (eps_z [M, S, n, d], eps_theta [M, S, P] or None), independent of the
     noise any fit used (a separate stream)."""
-    noise = _Noise(model_seeds, seed, stream, device)
+    noise = _noise(model_seeds, seed, stream, device)
     eps_t = noise.normal(n_samples, P) if theta == "sample" else None
     return noise.normal(n_samples, n, d), eps_t
 
@@ -209,7 +190,7 @@ def fit_q(decoder, likelihood, x: torch.Tensor, index, init: DiagGaussian | None
     m1, v1 = torch.zeros_like(params), torch.zeros_like(params)
     beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
     lrs = torch.full((M,), float(lr), device=dev)
-    train_noise = _Noise(model_seeds, seed, 0, dev)
+    train_noise = _noise(model_seeds, seed, 0, dev)
     eps_cz, eps_ct = eval_noise(model_seeds, n_check, n, d, P, theta, seed, dev, stream=2)
     checkpoints = sorted(set(int(k) for k in checkpoints))
     snapshots = {}
@@ -312,7 +293,7 @@ def iwae(decoder, likelihood, x: torch.Tensor, q: DiagGaussian, index, ks=(1, 10
     k_max = ks[-1]
     T = n_theta if theta == "sample" else 1
     model_seeds = list(model_seeds) if model_seeds is not None else [0] * M
-    noise = _Noise(model_seeds, seed, 3, dev)
+    noise = _noise(model_seeds, seed, 3, dev)
     gaussian = getattr(likelihood, "name", "") == "gaussian"
     sigma_q, log_sigma_sum = q.log_sigma.exp(), q.log_sigma.sum(-1)          # [M, n, d], [M, n]
     nb = max(1, min(n, chunk_floats // (M * k_max)))                        # images per chunk
@@ -331,8 +312,6 @@ def iwae(decoder, likelihood, x: torch.Tensor, q: DiagGaussian, index, ks=(1, 10
             c2 = c.square().sum(-1)                                          # [M, n]
             v = torch.bmm(c, w3.transpose(1, 2))                             # [M, n, H]
             G = torch.bmm(w3, w3.transpose(1, 2))                            # [M, H, H]
-            const = -0.5 * D * (LOG_2PI + 2 * math.log(likelihood.sigma))
-            scale = -0.5 / likelihood.sigma ** 2
         for i0 in range(0, n, nb):
             i1 = min(n, i0 + nb)
             b = i1 - i0
@@ -344,11 +323,11 @@ def iwae(decoder, likelihood, x: torch.Tensor, q: DiagGaussian, index, ks=(1, 10
                 z = q.mu[:, None, i0:i1] + sigma_q[:, None, i0:i1] * eps
                 log_prior_ratio = (0.5 * (eps.square() - z.square()).sum(-1)
                                    + log_sigma_sum[:, None, i0:i1])         # log p(z) - log q(z)
-                h = _hidden(layers, z.reshape(M, kk * b, d))                 # [M, kk*b, H]
+                h = decode_hidden(layers, z.reshape(M, kk * b, d))                 # [M, kk*b, H]
                 if gaussian:
                     quad = (torch.bmm(h, G) * h).sum(-1).view(M, kk, b)
                     lin = (h.view(M, kk, b, H) * v[:, None, i0:i1]).sum(-1)
-                    ll = const + scale * (c2[:, None, i0:i1] - 2 * lin + quad)
+                    ll = likelihood.log_prob_sse(c2[:, None, i0:i1] - 2 * lin + quad, D)
                 else:
                     f = torch.baddbmm(b3.unsqueeze(1), h, w3)
                     ll = likelihood.log_prob(x[i0:i1].repeat(kk, 1), f.float()).view(M, kk, b)

@@ -72,10 +72,15 @@ class GaussianLikelihood(_Likelihood):
 
     def log_prob(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """Summed over the last axis (pixels); all constants kept."""
-        return self._const * x.shape[-1] + self._scale * (x - f).square().sum(-1)
+        return self.log_prob_sse((x - f).square().sum(-1), x.shape[-1])
+
+    def log_prob_sse(self, sse, pixels: int):
+        """log N(x; f, sigma^2 I) of D = ``pixels`` pixels from the squared error
+        sse = ||x - f||^2: -D/2 log(2 pi sigma^2) - sse / (2 sigma^2)."""
+        return self._const * pixels + self._scale * sse
 
     def log_prob_affine(self, x, h, w, b):
-        return self._const * x.shape[-1] + self._scale * _AffineSquaredError.apply(h, w, b, x)
+        return self.log_prob_sse(_AffineSquaredError.apply(h, w, b, x), x.shape[-1])
 
     def log_prob_sum(self, x, decoder, theta, z):
         """On CPU the chunked kernel ``decoder_sse`` (decoder, residual and all gradients in

@@ -32,7 +32,8 @@ import torch
 
 from ..model import DiagGaussian
 from ..objective import elbo_terms
-from .stack import NoiseSource, StackedVAE
+from ..objective import NoiseSource
+from .stack import StackedVAE
 from .sweep import _batches, train_step, warmup
 
 PLATEAU_COLUMNS = ["config", "seed", "epoch_from", "epoch_to", "neg_elbo_from", "neg_elbo_to",

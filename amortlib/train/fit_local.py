@@ -15,8 +15,7 @@ from typing import NamedTuple
 import torch
 
 from ..model import DiagGaussian, decode
-from ..objective import elbo_terms
-from .stack import NoiseSource
+from ..objective import NoiseSource, elbo_terms
 
 
 class LocalFit(NamedTuple):

@@ -30,7 +30,8 @@ from ..metrics import (METRIC_COLUMNS, active_units, eval_epochs, kl_per_dim, ma
 from ..model import DiagGaussian
 from ..objective import neg_elbo
 from .fit_local import fit_local, posterior_mean_recon
-from .stack import NoiseSource, StackedVAE
+from ..objective import NoiseSource
+from .stack import StackedVAE
 
 
 def resolve_device(device: str = "auto") -> torch.device:
