@@ -142,6 +142,16 @@ def test_single_encoder_equals_its_slice_of_the_stack(trained):
         one = single_encoder(model, i, x[:9])
         torch.testing.assert_close(one.mu, q.mu[j], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(one.log_sigma, q.log_sigma[j], rtol=1e-5, atol=1e-5)
+    assert {s.family for s in model.specs} >= {"amortized", "constant"}
+
+
+def test_a_model_without_an_inference_function_is_named(trained):
+    model = trained[0].model
+    for pos in range(model.model_slice("factorized").start, model.model_slice("factorized").stop):
+        with pytest.raises(ValueError, match="F-VI model .* has no inference function"):
+            single_encoder(model, pos, trained[1][:3])
+    with pytest.raises(IndexError, match="pos=.* is invalid"):
+        single_encoder(model, model.n_models, trained[1][:3])
 
 
 def test_gap_is_nonnegative_up_to_its_monte_carlo_error(trained):

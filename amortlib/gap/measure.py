@@ -19,11 +19,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .. import data
 from ..model import DiagGaussian
-from ..model.decoder import SLOPE
 from .core import (GAP_COLUMNS, GAP_EXTRA_COLUMNS, GAP_FAMILIES, REFINE_STEPS, SPLITS, Z95,
                    LocalFit, _check_theta, elbo_samples, eval_noise, fit_q, iwae, mean_se,
                    per_image_se)
@@ -85,34 +83,11 @@ def encoder_q(model, x: torch.Tensor, index) -> DiagGaussian:
     return DiagGaussian(torch.stack([mus[i] for i in index]), torch.stack([sigmas[i] for i in index]))
 
 
-def _group_of(model, pos):
-    """(group, seed position) of an A-VI model inside its width group."""
-    for fam in model.families:
-        if fam.family != "amortized":
-            continue
-        sl = model.model_slice("amortized")
-        j = pos - sl.start
-        g, r = divmod(j, len(fam.seeds))
-        return fam.groups[g], r
-    raise ValueError(f"model {pos} is not an A-VI model")
-
-
 @torch.no_grad()
 def single_encoder(model, pos: int, x: torch.Tensor) -> DiagGaussian:
     """The inference function of ONE model on x [n, D] -> mu, log_sigma [n, d], computed with
     that model's weights only (for timing a model alone; equal to its slice of the stack)."""
-    spec = model.specs[pos]
-    if spec.family == "constant":
-        fam = [f for f in model.families if f.family == "constant"][0]
-        j = pos - model.model_slice("constant").start
-        p = fam.params_[j]
-        return DiagGaussian(p[0].expand(len(x), -1), p[1].expand(len(x), -1))
-    g, r = _group_of(model, pos)
-    h = F.leaky_relu(torch.addmm(g.b_in[r], x, g.w_in[:, r]), SLOPE)
-    for w, b in zip(g.w_hidden, g.b_hidden):
-        h = F.leaky_relu(torch.addmm(b[r], h, w[r]), SLOPE)
-    out = torch.addmm(g.b_out[r], h, g.w_out[r])
-    return DiagGaussian(out[:, : g.d], out[:, g.d:])
+    return model.encode_one(pos, x)
 
 
 def _keys(result, spec) -> dict:

@@ -61,6 +61,10 @@ class Factorized(nn.Module):
         rows = rows.view(len(idx), len(self.specs), 2, self.z_dim).permute(2, 1, 0, 3)
         return DiagGaussian(rows[0], rows[1])
 
+    def encode_one(self, j: int, x: torch.Tensor) -> DiagGaussian:
+        raise ValueError(f"F-VI model {self.specs[j].label} (seed {self.specs[j].seed}) has no inference "
+                         "function: its q(z_n) is a table row per training image")
+
     def set_rows(self, q: DiagGaussian) -> None:
         """Overwrite all rows from q with mu, log_sigma [M, N, d] (e.g. a warm start)."""
         with torch.no_grad():
@@ -86,6 +90,12 @@ class Amortized(nn.Module):
             return DiagGaussian(*self.fused(x))
         outs = [g(x) for g in self.groups]
         return DiagGaussian(torch.cat([o.mu for o in outs]), torch.cat([o.log_sigma for o in outs]))
+
+    def encode_one(self, j: int, x: torch.Tensor) -> DiagGaussian:
+        """The family's j-th encoder alone (width-major order, as ``specs``): x [n, D] ->
+        mu, log_sigma [n, d]."""
+        g, r = divmod(j, len(self.seeds))
+        return self.groups[g].encode_one(r, x)
 
     def fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mu, log_sigma [models, B, d] of every encoder (depth 1) by ``_EncodersFn``."""
@@ -205,6 +215,15 @@ class _EncoderGroup(nn.Module):
         out = torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out)                     # [S, B, 2d]
         return DiagGaussian(out[..., : self.d], out[..., self.d:])
 
+    def encode_one(self, r: int, x: torch.Tensor) -> DiagGaussian:
+        """The r-th seed's encoder with its weights only: x [n, D] -> mu, log_sigma [n, d]
+        (equal to its slice of ``forward``; for timing one encoder alone)."""
+        h = F.leaky_relu(torch.addmm(self.b_in[r], x, self.w_in[:, r]), SLOPE)
+        for w, b in zip(self.w_hidden, self.b_hidden):
+            h = F.leaky_relu(torch.addmm(b[r], h, w[r]), SLOPE)
+        out = torch.addmm(self.b_out[r], h, self.w_out[r])
+        return DiagGaussian(out[:, : self.d], out[:, self.d:])
+
 
 class Constant(nn.Module):
     """Constant-VI: one (mu, log sigma) per model for every datapoint; initialised at the prior."""
@@ -222,6 +241,11 @@ class Constant(nn.Module):
         mu = self.params_[:, 0, None, :].expand(-1, B, -1)
         log_sigma = self.params_[:, 1, None, :].expand(-1, B, -1)
         return DiagGaussian(mu, log_sigma)
+
+    def encode_one(self, j: int, x: torch.Tensor) -> DiagGaussian:
+        """The j-th model's q(z) for each of the n images x: mu, log_sigma [n, d]."""
+        p = self.params_[j]
+        return DiagGaussian(p[0].expand(len(x), -1), p[1].expand(len(x), -1))
 
 
 def make_families(families, widths, seeds, n_obs, z_dim, x_dim=784, depth=1) -> list[nn.Module]:

@@ -46,6 +46,16 @@ class StackedVAE(nn.Module):
         qs = [fam(x, idx) for fam in self.families]
         return DiagGaussian([q.mu for q in qs], [q.log_sigma for q in qs])
 
+    def encode_one(self, pos: int, x: torch.Tensor) -> DiagGaussian:
+        """The inference function of the model at ``pos`` alone, on x [n, D]: mu, log_sigma
+        [n, d] (A-VI's encoder, constant-VI's shared q; F-VI has none: ValueError)."""
+        start = 0
+        for fam in self.families:
+            if pos < start + len(fam.specs):
+                return fam.encode_one(pos - start, x)
+            start += len(fam.specs)
+        raise IndexError(f"pos={pos} is invalid: expected 0 <= pos < {self.n_models}")
+
     def model_slice(self, family: str) -> slice:
         """Positions of one family's models along the model axis."""
         start = 0
