@@ -14,21 +14,10 @@ import plotly.graph_objects as go
 
 from ..metrics import config_order
 from ..plots import register
+from ..plots.format import sig3
 
 SPLIT_COLORS = {"train": "#4c72b0", "test": "#dd8452"}
 CONFIG_COLORS = ("#4c72b0", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
-
-
-def sig3(v) -> str:
-    """A number to 3 significant figures, as text (stable for regression tests)."""
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    text = f"{float(v):.3g}"
-    return "0" if text in ("-0", "0") else text
 
 
 def text_table(df: pd.DataFrame, columns=None, rename=None) -> str:

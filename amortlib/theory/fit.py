@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..plots.format import sig3
 from .nonlinear import Nonlinear
 from .normal_normal import NormalNormal
 from .saw import Saw
@@ -433,20 +434,6 @@ def heldout_gaps(results: Sequence[FitResult], n: int | None = None, seed: int =
     data = model.simulate(results[0].n if n is None else int(n), seed)
     ref = fit(model, "factorized", data=data, seed=seed).elbo
     return {r.width: ref - evaluate(r, data, model) for r in results}
-
-
-def sig3(value, floor: float = 1e-6) -> str:
-    """3 significant figures; |value| < floor (optimisation noise) prints as '<1e-06'."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if abs(value) < floor:
-        return f"<{floor:.0e}"
-    return f"{value:.3g}"
 
 
 def format_table(rows: Sequence[dict], floor: float = 1e-6) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..plots.format import sig3
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -220,12 +222,6 @@ def fit_gaussian(model: CauchyLocationModel, mean: float = 0.0, log_scale: float
         path[t] = theta
         values[t - 1] = value
     return FitTrace(mean=path[:, 0].copy(), log_scale=path[:, 1].copy(), elbo_estimate=values)
-
-
-def sig3(v: float) -> str:
-    """A number to 3 significant figures, as text (stable for regression tests)."""
-    text = f"{v:.3g}"
-    return "0" if text in ("-0", "0") else text
 
 
 def format_table(rows: list[Summary]) -> str:
