@@ -107,7 +107,8 @@ if "google.colab" in sys.modules:
 # %%
 import amortlib.plots  # noqa: F401  (plotly figures that render in Jupyter and in the book)
 from amortlib.theory import vi1d
-from amortlib.widgets.vi_explorer import VIExplorer, fits_figure
+from amortlib.plots.vi import fits_figure
+from amortlib.widgets.vi_explorer import VIExplorer
 
 model = vi1d.CauchyLocationModel()
 posterior = vi1d.posterior_on_grid(model)

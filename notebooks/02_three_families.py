@@ -148,7 +148,7 @@ import torch
 
 import amortlib.plots  # noqa: F401  (plotly figures that render in Jupyter and in the book)
 from amortlib.theory import fit as tf
-from amortlib.widgets.gap_explorer import means_figure
+from amortlib.plots.theory import means_figure
 
 torch.manual_seed(0)
 res = tf.compare("normal_normal", width=None, n=100, seed=0)   # F-VI, affine A-VI, constant-VI

@@ -76,8 +76,10 @@ import torch
 import amortlib.plots  # noqa: F401  (plotly figures that render in Jupyter and in the book)
 from amortlib import SweepConfig
 from amortlib.gap import decompose, inference_cost, measure_gap, refinement_table, summarise
-from amortlib.gap.figures import (GapExplorer, decomposition_figure, dividend_figure, gap_figure,
-                                  iwae_figure, refinement_figure, text_table)
+from amortlib.plots.format import text_table
+from amortlib.plots.gap import (decomposition_figure, dividend_figure, gap_figure, iwae_figure,
+                                refinement_figure)
+from amortlib.widgets.image_gaps import ImageGapExplorer
 from amortlib.train import run_sweep
 
 torch.set_num_threads(1)
@@ -150,7 +152,7 @@ gap_figure(gaps)
 # change them.)
 
 # %%
-GapExplorer(pd.concat([m.per_image() for m in measurements.values()], ignore_index=True),
+ImageGapExplorer(pd.concat([m.per_image() for m in measurements.values()], ignore_index=True),
             config="A-VI k=128")
 
 # %% [markdown]

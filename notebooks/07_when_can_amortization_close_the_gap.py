@@ -54,8 +54,8 @@ import torch
 
 import amortlib.plots  # noqa: F401  (plotly figures that render in Jupyter and in the book)
 from amortlib.theory import fit as tf
-from amortlib.widgets.gap_explorer import (GapExplorer, gap_figure, inference_function_figure,
-                                           saw_figure, width_figure)
+from amortlib.plots.theory import compare_figure, inference_function_figure, saw_figure, width_figure
+from amortlib.widgets.gap_explorer import GapExplorer
 
 torch.manual_seed(0)
 SEED = 0
@@ -77,7 +77,7 @@ print(tf.format_table(
        for r in nn_sweep["amortized"]]))
 
 # %%
-gap_figure(tf.as_compare(nn_sweep, None))   # F-VI, affine A-VI, constant-VI
+compare_figure(tf.as_compare(nn_sweep, None))   # F-VI, affine A-VI, constant-VI
 
 # %% [markdown]
 # The three curves start from the same point, $q(z_n) = \mathcal{N}(0, 1)$ for every $n$. The

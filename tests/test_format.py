@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from amortlib.gap.figures import text_table
+from amortlib.plots.format import text_table
 from amortlib.plots.format import sig3
 from amortlib.theory import fit, vi1d
 

@@ -1,4 +1,4 @@
-"""The book's one number formatter: every printed table and figure label goes through ``sig3``."""
+"""The book's one number formatter, ``sig3``, and the text table built on it."""
 from __future__ import annotations
 
 import math
@@ -28,3 +28,17 @@ def sig3(value, floor: float = 1e-6) -> str:
         return f"<{floor:.0e}"
     text = f"{value:.3g}"
     return "0" if text in ("-0", "0") else text
+
+
+def text_table(df: pd.DataFrame, columns=None, rename=None) -> str:
+    """A fixed-width text table, every float to 3 significant figures (for printing)."""
+    df = df[list(columns)] if columns is not None else df
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(sig3)
+        else:
+            out[c] = out[c].map(lambda v: "-" if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v))
+    if rename:
+        out = out.rename(columns=rename)
+    return out.to_string(index=False)

@@ -1,54 +1,28 @@
-"""Figures and text tables of the gap measurements (chapter "Measuring the gap").
-
-Plotly figures, shown by ``amortlib.plots``'s renderer (``import amortlib.plots`` first), and
-``GapExplorer``: a dropdown of configurations that redraws a histogram of per-datapoint gaps,
-rendered into an ``Output`` widget's own state (as ``amortlib.widgets.vi_explorer`` does) so
-that a saved notebook shows it without a kernel.
-"""
+"""Figures of the gap measurements of trained models (chapter 6, "Measuring the gap"), shown
+by ``amortlib.plots``'s renderer; ``amortlib.widgets.image_gaps.ImageGapExplorer`` redraws
+``histogram_figure``."""
 from __future__ import annotations
 
-import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from ..metrics import config_order
-from ..plots import register
-from ..plots.format import sig3
+from .style import layout
 
 SPLIT_COLORS = {"train": "#4c72b0", "test": "#dd8452"}
 CONFIG_COLORS = ("#4c72b0", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
-def text_table(df: pd.DataFrame, columns=None, rename=None) -> str:
-    """A fixed-width text table, every float to 3 significant figures (for printing)."""
-    df = df[list(columns)] if columns is not None else df
-    out = df.copy()
-    for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]):
-            out[c] = out[c].map(sig3)
-        else:
-            out[c] = out[c].map(lambda v: "-" if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v))
-    if rename:
-        out = out.rename(columns=rename)
-    return out.to_string(index=False)
-
-
-def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14), x=0.01, xanchor="left"),
-                      height=height, template="plotly_white", margin=dict(l=60, r=20, t=45, b=40),
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0))
-    return fig
-
-
-def _order(df) -> list[str]:
+def configs_in_order(df) -> list[str]:
+    """The configurations of ``df`` in the book's order (F-VI, A-VI by width, constant-VI)."""
     return config_order(df) if {"family", "width"} <= set(df.columns) else list(df["config"].unique())
 
 
 def gap_figure(summary: pd.DataFrame, value: str = "gap", title: str | None = None) -> go.Figure:
     """Mean gap per configuration with its 95% interval, one colour per split; ``summary`` as
     returned by ``summarise`` (columns config, split, <value>_mean, <value>_lo, <value>_hi)."""
-    order = _order(summary)
+    order = configs_in_order(summary)
     fig = go.Figure()
     for split, g in summary.groupby("split", sort=False):
         g = g.set_index("config").reindex([c for c in order if c in set(g["config"])])
@@ -62,13 +36,13 @@ def gap_figure(summary: pd.DataFrame, value: str = "gap", title: str | None = No
     fig.update_yaxes(title_text="amortization gap (nats / image)", rangemode="tozero")
     fig.update_xaxes(title_text="inference function", type="category", categoryorder="array",
                      categoryarray=order)
-    return _layout(fig, title or "Amortization gap ELBO(q*) − ELBO(q_enc): mean and 95% interval")
+    return layout(fig, title or "Amortization gap ELBO(q*) − ELBO(q_enc): mean and 95% interval")
 
 
 def decomposition_figure(table: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Stacked bars per configuration (mean over seeds): approximation gap (log p - ELBO(q*))
     below, amortization gap (ELBO(q*) - ELBO(q_enc)) on top; their sum is the inference gap."""
-    order = _order(table)
+    order = configs_in_order(table)
     g = table.groupby("config", sort=False)[["approx_gap", "amort_gap"]].mean().reindex(order)
     fig = go.Figure([
         go.Bar(x=order, y=g["approx_gap"], name="approximation gap  log p(x) − ELBO(q*)",
@@ -78,14 +52,14 @@ def decomposition_figure(table: pd.DataFrame, title: str | None = None) -> go.Fi
     fig.update_layout(barmode="stack")
     fig.update_yaxes(title_text="nats / image")
     fig.update_xaxes(title_text="inference function", type="category")
-    return _layout(fig, title or "The inference gap, split (Cremer et al. 2018)")
+    return layout(fig, title or "The inference gap, split (Cremer et al. 2018)")
 
 
 def iwae_figure(iwae: pd.DataFrame, title: str | None = None) -> go.Figure:
     """IWAE_K against K (mean over images and seeds), one line per configuration and proposal,
     drawn relative to the configuration's best estimate of log p(x): IWAE at the largest K
     with q* as proposal. Lines rise towards 0; the encoder's proposal rises more slowly."""
-    order = _order(iwae)
+    order = configs_in_order(iwae)
     g = iwae.groupby(["config", "proposal", "K"], sort=False)["iwae_mean"].mean().reset_index()
     fig = go.Figure()
     for i, cfg in enumerate(order):
@@ -102,7 +76,7 @@ def iwae_figure(iwae: pd.DataFrame, title: str | None = None) -> go.Figure:
     k_max = int(iwae["K"].max())
     fig.update_xaxes(title_text="importance samples K", type="log")
     fig.update_yaxes(title_text=f"IWAE_K − IWAE_{k_max}(q*)  (nats / image)")
-    return _layout(fig, title or "IWAE_K rises with K towards log p(x) (solid: proposal q*, "
+    return layout(fig, title or "IWAE_K rises with K towards log p(x) (solid: proposal q*, "
                    "dotted: the encoder's q)", height=480)
 
 
@@ -111,7 +85,7 @@ def refinement_figure(refine: pd.DataFrame, split: str | None = None, title: str
     pooled 95% interval), one line per configuration; x is K on a log axis (K = 0 drawn at 0.5)."""
     if split is not None:
         refine = refine[refine["split"] == split]
-    order = _order(refine)
+    order = configs_in_order(refine)
     fig = go.Figure()
     for i, cfg in enumerate(order):
         g = refine[refine.config == cfg].groupby("steps")
@@ -128,14 +102,14 @@ def refinement_figure(refine: pd.DataFrame, split: str | None = None, title: str
     fig.update_xaxes(title_text="refinement steps K (0 = the encoder alone)", type="log",
                      tickvals=[0.5 if k == 0 else k for k in ticks], ticktext=[str(k) for k in ticks])
     fig.update_yaxes(title_text="gap left, ELBO(q*) − ELBO(q_K) (nats)", rangemode="tozero")
-    return _layout(fig, title or "Semi-amortized inference: the gap after K gradient steps")
+    return layout(fig, title or "Semi-amortized inference: the gap after K gradient steps")
 
 
 def dividend_figure(cost: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Gap against inference cost: seconds to infer q(z) for the images (log axis) and the gap
     each method leaves, per configuration (first seed): the encoder, refinement steps, F-VI to
     the stopping rule from the encoder and from the prior."""
-    order = _order(cost)
+    order = configs_in_order(cost)
     fig = go.Figure()
     for i, cfg in enumerate(order):
         g = cost[cost.config == cfg]
@@ -161,7 +135,7 @@ def dividend_figure(cost: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig.update_xaxes(title_text=f"seconds to infer q(z) for {n:,} new images" if n else "seconds",
                      type="log")
     fig.update_yaxes(title_text="amortization gap left (nats / image)")
-    return _layout(fig, title or "The amortization dividend: gap against inference cost "
+    return layout(fig, title or "The amortization dividend: gap against inference cost "
                    "(diamond: one encoder pass)", height=460)
 
 
@@ -181,30 +155,4 @@ def histogram_figure(per_image: pd.DataFrame, config: str, seed: int | None = No
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="per-image amortization gap (nats)")
     fig.update_yaxes(title_text="images")
-    return _layout(fig, f"{config}, seed {seed}: gap of each image", height=400)
-
-
-class GapExplorer(widgets.VBox):
-    """A dropdown of configurations (and one of seeds) that redraws the per-datapoint gap
-    histogram of ``per_image`` (``GapMeasurement.per_image()`` of both splits, stacked)."""
-
-    def __init__(self, per_image: pd.DataFrame, config: str | None = None):
-        self.per_image = per_image
-        order = _order(per_image)
-        self.config = widgets.Dropdown(options=order, value=config or order[-1],
-                                       description="inference function",
-                                       style={"description_width": "initial"})
-        self.seed = widgets.Dropdown(options=sorted(int(s) for s in per_image.seed.unique()),
-                                     description="seed")
-        self.plot = widgets.Output(layout=widgets.Layout(min_height="400px"))
-        super().__init__([widgets.HBox([self.config, self.seed]), self.plot])
-        self.config.observe(lambda _c: self.redraw(), names="value")
-        self.seed.observe(lambda _c: self.redraw(), names="value")
-        self.redraw()
-
-    def redraw(self) -> None:
-        fig = histogram_figure(self.per_image, self.config.value, self.seed.value)
-        # Set the Output widget's outputs directly: the figure lives in the widget's own state,
-        # so a saved notebook (the static book) shows it without a kernel.
-        bundle = register(make_default=False).to_mimebundle(fig.to_dict())
-        self.plot.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+    return layout(fig, f"{config}, seed {seed}: gap of each image", height=400)
