@@ -71,7 +71,7 @@ def execute_unit(notebook, params: dict, unit: str) -> dict:
     import ray
 
     from .experiment import PROGRESS_ENV
-    from .runner import _kernel_manager
+    from .runner import KERNEL_START_TIMEOUT, _kernel_manager
 
     t0 = time.perf_counter()
     node = dict(node=socket.gethostname(), ray_node_id=ray.get_runtime_context().get_node_id())
@@ -87,7 +87,7 @@ def execute_unit(notebook, params: dict, unit: str) -> dict:
                 pm.execute_notebook(notebook, str(executed), parameters=dict(params, output=str(tmp)),
                                     progress_bar=False, kernel_name="python3", cwd=str(tmp),
                                     kernel_manager_class=_kernel_manager(klog),
-                                    shutdown_kernel="immediate")
+                                    start_timeout=KERNEL_START_TIMEOUT, shutdown_kernel="immediate")
         except pm.PapermillExecutionError as err:
             return dict(failed=dict(ename=err.ename, evalue=err.evalue, exec_count=err.exec_count),
                         notebook=executed.read_bytes() if executed.exists() else None,
@@ -100,6 +100,16 @@ def execute_unit(notebook, params: dict, unit: str) -> dict:
         files = {f"units/{p.name}": p.read_bytes() for p in sorted((tmp / "units").glob(f"{unit}.*"))}
         files[f"runs/{unit}.ipynb"] = executed.read_bytes()
         return dict(files=files, node=node, seconds=time.perf_counter() - t0)
+
+
+def _cause(err) -> str:
+    """What went wrong in a failed Ray task, in one line: the exception the task raised (a
+    ``RayTaskError`` carries it as ``cause``; its own text starts with the worker's traceback
+    and ends with the message), else the error's last 500 characters."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())[:500]}"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[-500:]}"
 
 
 def _where(node: dict) -> str:
@@ -265,8 +275,7 @@ def run_units(todo, out: Path, progress: bool = True, log=print, address: str | 
                 try:
                     res = ray.get(ref)
                 except ray.exceptions.RayError as err:   # retries exhausted, or the task raised
-                    raise UnitFailed(f"unit {unit} failed on the Ray cluster: {type(err).__name__}: "
-                                     f"{' '.join(str(err).split())[:500]}") from None
+                    raise UnitFailed(f"unit {unit} failed on the Ray cluster: {_cause(err)}") from None
                 if "failed" in res:
                     raise _kept_failure(out, unit, res, _failure)
                 parts[unit][i] = res

@@ -325,6 +325,12 @@ def _reap_orphan_kernel(rec: dict | None, log, wait_s: float = 5.0) -> None:
         log(f"stopped the orphaned notebook kernel (pid {pid}) of the killed sweep")
 
 
+#: Seconds a unit's kernel may take to start and answer (papermill's default is 60). On a busy
+#: machine (a sweep, the tests and Ray workers sharing two cores) a kernel importing torch took
+#: longer, and the unit failed with "Kernel didn't respond"; a slow start is not an error.
+KERNEL_START_TIMEOUT = 600
+
+
 def _kernel_manager(log_file, on_start=None):
     """A kernel manager whose kernel writes its own stdout and stderr (its log, C-level output,
     its complaints while being shut down) to ``log_file`` rather than over the progress display.
@@ -422,6 +428,7 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 12
                                     str(tmp), parameters=params, progress_bar=False, kernel_name="python3",
                                     cwd=str(EXPERIMENT.parent),
                                     kernel_manager_class=_kernel_manager(klog, kernel.started),
+                                    start_timeout=KERNEL_START_TIMEOUT,
                                     shutdown_kernel="immediate")  # its results are on disk by then
         except BaseException as err:  # handed to the main thread
             box["error"] = err

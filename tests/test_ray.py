@@ -295,3 +295,18 @@ def test_a_node_killed_mid_unit_loses_nothing(cluster, local, tmp_path):
     meta = _assert_same_results(out, local())
     assert_clean(out)
     assert meta[victim]["info"]["ray_node_id"] == cluster.head_id, "the lost unit reruns on the live node"
+
+
+def test_a_failed_task_is_reported_by_the_exception_it_raised():
+    """The worker's traceback comes first in a RayTaskError's text; the one-line report names
+    the exception the task raised instead of cutting the traceback after 500 characters."""
+    import ray.exceptions
+
+    from amortlib.ray_executor import _cause
+    try:
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+    except RuntimeError as inner:
+        err = ray.exceptions.RayTaskError("execute_unit", "Traceback ...\n" + "  frame\n" * 200, inner)
+    assert _cause(err) == "RuntimeError: Kernel didn't respond in 60 seconds"
+    long = ray.exceptions.RaySystemError("worker lost " + "x" * 2000 + " final words")
+    assert _cause(long).startswith("RaySystemError: ") and _cause(long).endswith("final words")
