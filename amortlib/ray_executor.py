@@ -71,7 +71,7 @@ def execute_unit(notebook, params: dict, unit: str) -> dict:
     import ray
 
     from .experiment import PROGRESS_ENV
-    from .runner import KERNEL_START_TIMEOUT, _kernel_manager
+    from .runner import _kernel_manager, execute_notebook
 
     t0 = time.perf_counter()
     node = dict(node=socket.gethostname(), ray_node_id=ray.get_runtime_context().get_node_id())
@@ -84,10 +84,9 @@ def execute_unit(notebook, params: dict, unit: str) -> dict:
         logging.getLogger("papermill").setLevel(logging.ERROR)
         try:
             with open(tmp / "kernel.log", "wb") as klog:
-                pm.execute_notebook(notebook, str(executed), parameters=dict(params, output=str(tmp)),
-                                    progress_bar=False, kernel_name="python3", cwd=str(tmp),
-                                    kernel_manager_class=_kernel_manager(klog),
-                                    start_timeout=KERNEL_START_TIMEOUT, shutdown_kernel="immediate")
+                execute_notebook(notebook, str(executed), klog, parameters=dict(params, output=str(tmp)),
+                                 progress_bar=False, kernel_name="python3", cwd=str(tmp),
+                                 kernel_manager_class=_kernel_manager(klog), shutdown_kernel="immediate")
         except pm.PapermillExecutionError as err:
             return dict(failed=dict(ename=err.ename, evalue=err.evalue, exec_count=err.exec_count),
                         notebook=executed.read_bytes() if executed.exists() else None,

@@ -325,10 +325,33 @@ def _reap_orphan_kernel(rec: dict | None, log, wait_s: float = 5.0) -> None:
         log(f"stopped the orphaned notebook kernel (pid {pid}) of the killed sweep")
 
 
-#: Seconds a unit's kernel may take to start and answer (papermill's default is 60). On a busy
-#: machine (a sweep, the tests and Ray workers sharing two cores) a kernel importing torch took
-#: longer, and the unit failed with "Kernel didn't respond"; a slow start is not an error.
+#: Seconds a unit's kernel may take to start and answer (papermill's default is 60): on a busy
+#: machine a slow start is not an error.
 KERNEL_START_TIMEOUT = 600
+#: Kernels started per unit when one dies before answering. A kernel binds the TCP ports that
+#: jupyter_client found free a moment earlier; another process starting then (Ray starting a
+#: node, say) can take one, and the kernel exits at once: "Kernel died before replying to
+#: kernel_info". Nothing of the unit has run by then, so a fresh kernel is started.
+KERNEL_START_ATTEMPTS = 3
+_KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+
+def execute_notebook(notebook, path, log_file, stopping=lambda: False, **kwargs):
+    """``papermill.execute_notebook(notebook, path, **kwargs)`` with ``KERNEL_START_TIMEOUT``,
+    starting another kernel (up to ``KERNEL_START_ATTEMPTS`` in all) when one failed to start,
+    unless ``stopping()`` (the sweep is being interrupted: its kernel was killed on purpose).
+    Each failed start is noted in ``log_file``, the kernels' log."""
+    import papermill as pm
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            return pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook,
+                                       path, start_timeout=KERNEL_START_TIMEOUT, **kwargs)
+        except RuntimeError as err:
+            if attempt == KERNEL_START_ATTEMPTS or stopping() or not str(err).startswith(_KERNEL_START_FAILURES):
+                raise
+            log_file.write(f"\n[amortlib] kernel start {attempt} of {KERNEL_START_ATTEMPTS} failed "
+                           f"({err}); starting another\n".encode())
+            log_file.flush()
 
 
 def _kernel_manager(log_file, on_start=None):
@@ -414,7 +437,6 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 12
     the kernel is doing. The kernel is then killed (it may be half-way through writing a unit:
     every write is atomic and the marker goes last, so the unit is either whole or absent),
     and the interrupt propagates."""
-    import papermill as pm
     kernel = _Kernel(record)
     box: dict = {}
     done = threading.Event()    # not Thread.join: on Python 3.11 a Ctrl-C during join() marks a
@@ -424,12 +446,10 @@ def _execute(notebook, tmp: Path, params: dict, klog, record, join_s: float = 12
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Passed unknown parameter")
-                pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook,
-                                    str(tmp), parameters=params, progress_bar=False, kernel_name="python3",
-                                    cwd=str(EXPERIMENT.parent),
-                                    kernel_manager_class=_kernel_manager(klog, kernel.started),
-                                    start_timeout=KERNEL_START_TIMEOUT,
-                                    shutdown_kernel="immediate")  # its results are on disk by then
+                execute_notebook(notebook, str(tmp), klog, lambda: kernel.stopping, parameters=params,
+                                 progress_bar=False, kernel_name="python3", cwd=str(EXPERIMENT.parent),
+                                 kernel_manager_class=_kernel_manager(klog, kernel.started),
+                                 shutdown_kernel="immediate")  # its results are on disk by then
         except BaseException as err:  # handed to the main thread
             box["error"] = err
         finally:
@@ -544,6 +564,15 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
                 if klog_path.stat().st_size:
                     os.replace(klog_path, runs / f"{unit}.failed.kernel.log")
                 raise _failure(err, unit, kept) from None
+            except RuntimeError as err:
+                if not str(err).startswith(_KERNEL_START_FAILURES):
+                    raise
+                tmp.unlink(missing_ok=True)      # nothing of the unit ran
+                klog.close()
+                kept = runs / f"{unit}.failed.kernel.log"
+                os.replace(klog_path, kept)
+                raise UnitFailed(f"unit {unit} failed: no kernel started in {KERNEL_START_ATTEMPTS} attempts "
+                                 f"({err}; the kernels' log kept in {kept})") from None
             except BaseException:                # interrupted, disk full, ...: the kernel is gone
                 with _signals_deferred():
                     if tmp.exists() and (out / "units" / f"{unit}.json").exists():   # it finished just before

@@ -151,6 +151,62 @@ def test_a_failing_unit_is_reported_with_its_notebook_kept(tmp_path, monkeypatch
     lk.release()
 
 
+def test_a_kernel_that_dies_at_start_is_replaced(tmp_path, monkeypatch):
+    """A kernel that exits before answering (another process took one of its ports) costs a
+    fresh kernel, not the unit; any other error, or an interrupted sweep, is not retried."""
+    import io
+
+    import papermill as pm
+
+    from amortlib import runner
+    calls = []
+
+    def flaky(nb, out_path, **kw):
+        calls.append(kw["start_timeout"])
+        if len(calls) < 3:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return "executed"
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    log = io.BytesIO()
+    assert runner.execute_notebook("nb.ipynb", "out.ipynb", log) == "executed"
+    assert calls == [runner.KERNEL_START_TIMEOUT] * 3
+    assert log.getvalue().decode().count("failed (Kernel died before replying to kernel_info); starting another") == 2
+
+    for error, stopping in [("Kernel died before replying to kernel_info", True), ("CUDA error", False)]:
+        calls.clear()
+
+        def failing(nb, out_path, **kw):
+            calls.append(1)
+            raise RuntimeError(error)
+        monkeypatch.setattr(pm, "execute_notebook", failing)
+        with pytest.raises(RuntimeError, match=error):
+            runner.execute_notebook("nb.ipynb", "out.ipynb", io.BytesIO(), stopping=lambda: stopping)
+        assert len(calls) == 1
+
+
+def test_a_unit_whose_kernel_never_starts_is_one_line_with_its_log_kept(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+
+    from amortlib.cli import main
+    from amortlib.runner import KERNEL_START_ATTEMPTS
+    calls = []
+
+    def dead(nb, out_path, **kw):
+        Path(out_path).write_text("{}")                  # papermill writes the notebook before the kernel starts
+        calls.append(1)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+    monkeypatch.setattr(pm, "execute_notebook", dead)
+    out = tmp_path / "r"
+    code = main(["sweep", "--profile", "test", "--dataset", "mnist", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and len(calls) == KERNEL_START_ATTEMPTS
+    assert f"unit {FIRST} failed: no kernel started in {KERNEL_START_ATTEMPTS} attempts" in err
+    kept = out / "runs" / f"{FIRST}.failed.kernel.log"
+    assert str(kept) in err and "starting another" in kept.read_text()
+    assert not list((out / "runs").glob("*.tmp.ipynb")) and not list((out / "runs").glob(".*"))
+    assert not (out / "units").exists() or not list((out / "units").iterdir())
+
+
 # ---------------------------------------------------------------- atomic writes (in process)
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     from amortlib.results import atomic_write_bytes
