@@ -54,6 +54,10 @@ class SweepLocked(RuntimeError):
     """Another sweep is writing into the same results folder."""
 
 
+class KernelNotStarted(RuntimeError):
+    """No kernel of a unit started in ``KERNEL_START_ATTEMPTS`` tries (``execute_notebook``)."""
+
+
 class UnitFailed(RuntimeError):
     """The experiment notebook of one unit raised; the message names the unit, the error and
     the executed notebook kept for inspection."""
@@ -340,15 +344,18 @@ def execute_notebook(notebook, path, log_file, stopping=lambda: False, **kwargs)
     """``papermill.execute_notebook(notebook, path, **kwargs)`` with ``KERNEL_START_TIMEOUT``,
     starting another kernel (up to ``KERNEL_START_ATTEMPTS`` in all) when one failed to start,
     unless ``stopping()`` (the sweep is being interrupted: its kernel was killed on purpose).
-    Each failed start is noted in ``log_file``, the kernels' log."""
+    Each failed start is noted in ``log_file``, the kernels' log; after the last one,
+    ``KernelNotStarted``."""
     import papermill as pm
     for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
         try:
             return pm.execute_notebook(copy.deepcopy(notebook) if not isinstance(notebook, str) else notebook,
                                        path, start_timeout=KERNEL_START_TIMEOUT, **kwargs)
         except RuntimeError as err:
-            if attempt == KERNEL_START_ATTEMPTS or stopping() or not str(err).startswith(_KERNEL_START_FAILURES):
+            if stopping() or not str(err).startswith(_KERNEL_START_FAILURES):
                 raise
+            if attempt == KERNEL_START_ATTEMPTS:
+                raise KernelNotStarted(f"no kernel started in {KERNEL_START_ATTEMPTS} attempts ({err})") from err
             log_file.write(f"\n[amortlib] kernel start {attempt} of {KERNEL_START_ATTEMPTS} failed "
                            f"({err}); starting another\n".encode())
             log_file.flush()
@@ -564,15 +571,12 @@ def run(units, out: Path, progress: bool = True, log=print, progress_every: floa
                 if klog_path.stat().st_size:
                     os.replace(klog_path, runs / f"{unit}.failed.kernel.log")
                 raise _failure(err, unit, kept) from None
-            except RuntimeError as err:
-                if not str(err).startswith(_KERNEL_START_FAILURES):
-                    raise
+            except KernelNotStarted as err:
                 tmp.unlink(missing_ok=True)      # nothing of the unit ran
                 klog.close()
                 kept = runs / f"{unit}.failed.kernel.log"
                 os.replace(klog_path, kept)
-                raise UnitFailed(f"unit {unit} failed: no kernel started in {KERNEL_START_ATTEMPTS} attempts "
-                                 f"({err}; the kernels' log kept in {kept})") from None
+                raise UnitFailed(f"unit {unit} failed: {err}; the kernels' log kept in {kept}") from None
             except BaseException:                # interrupted, disk full, ...: the kernel is gone
                 with _signals_deferred():
                     if tmp.exists() and (out / "units" / f"{unit}.json").exists():   # it finished just before

@@ -179,9 +179,9 @@ def test_a_kernel_that_dies_at_start_is_replaced(tmp_path, monkeypatch):
             calls.append(1)
             raise RuntimeError(error)
         monkeypatch.setattr(pm, "execute_notebook", failing)
-        with pytest.raises(RuntimeError, match=error):
+        with pytest.raises(RuntimeError, match=error) as raised:
             runner.execute_notebook("nb.ipynb", "out.ipynb", io.BytesIO(), stopping=lambda: stopping)
-        assert len(calls) == 1
+        assert len(calls) == 1 and not isinstance(raised.value, runner.KernelNotStarted)
 
 
 def test_a_unit_whose_kernel_never_starts_is_one_line_with_its_log_kept(tmp_path, monkeypatch, capsys):
