@@ -323,7 +323,7 @@ def iwae(decoder, likelihood, x: torch.Tensor, q: DiagGaussian, index, ks=(1, 10
                 z = q.mu[:, None, i0:i1] + sigma_q[:, None, i0:i1] * eps
                 log_prior_ratio = (0.5 * (eps.square() - z.square()).sum(-1)
                                    + log_sigma_sum[:, None, i0:i1])         # log p(z) - log q(z)
-                h = decode_hidden(layers, z.reshape(M, kk * b, d))                 # [M, kk*b, H]
+                h = decode_hidden(layers, z.reshape(M, kk * b, d))           # [M, kk*b, H]
                 if gaussian:
                     quad = (torch.bmm(h, G) * h).sum(-1).view(M, kk, b)
                     lin = (h.view(M, kk, b, H) * v[:, None, i0:i1]).sum(-1)

@@ -49,11 +49,10 @@ class StackedVAE(nn.Module):
     def encode_one(self, pos: int, x: torch.Tensor) -> DiagGaussian:
         """The inference function of the model at ``pos`` alone, on x [n, D]: mu, log_sigma
         [n, d] (A-VI's encoder, constant-VI's shared q; F-VI has none: ValueError)."""
-        start = 0
         for fam in self.families:
-            if pos < start + len(fam.specs):
-                return fam.encode_one(pos - start, x)
-            start += len(fam.specs)
+            sl = self.model_slice(fam.family)
+            if sl.start <= pos < sl.stop:
+                return fam.encode_one(pos - sl.start, x)
         raise IndexError(f"pos={pos} is invalid: expected 0 <= pos < {self.n_models}")
 
     def model_slice(self, family: str) -> slice:
